@@ -1,0 +1,165 @@
+"The app as a visitor meets it: `voila nbs/07_app.ipynb` on a free port, driven by Chromium through Playwright."
+import os, re, shutil, signal, socket, subprocess, time, urllib.request
+from pathlib import Path
+import pytest
+from PIL import Image
+from conftest import BIN, free_port
+
+NB = Path(__file__).resolve().parent.parent/'nbs'/'07_app.ipynb'
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+                 '--disable-sync', '--no-first-run']
+
+
+def chromium_path():
+    "Chromium from $CHROMIUM, else the Debian package's /usr/bin/chromium, else the PATH"
+    for c in [os.environ.get('CHROMIUM'), '/usr/bin/chromium', shutil.which('chromium'), shutil.which('chromium-browser')]:
+        if c and Path(c).is_file(): return c
+    return None
+
+
+@pytest.fixture(scope='module')
+def model(imgclf_home, tmp_path_factory):
+    "A faces model exported to a temporary folder, and the learner loaded from it"
+    from imgclf.export import demo_model, load_classifier
+    path = demo_model(tmp_path_factory.mktemp('model')/'faces.pkl')
+    return path, load_classifier(path)
+
+
+@pytest.fixture(scope='module')
+def photos(imgclf_home, tmp_path_factory):
+    "A real face and a real non-face as JPEG files, and a text file named like a photo"
+    from imgclf.core import lfw_faces, image_files
+    d, faces = tmp_path_factory.mktemp('photos'), lfw_faces()
+    out = {}
+    for name, cls in [('face.jpg', 'faces'), ('wall.jpg', 'not_faces')]:
+        Image.open(image_files(faces/cls)[0]).convert('RGB').resize((160, 160)).save(d/name, quality=92)
+        out[name] = d/name
+    (d/'notes.jpg').write_text('Shopping list: bread, milk, a better model.\n')
+    out['notes.jpg'] = d/'notes.jpg'
+    return out
+
+
+@pytest.fixture(scope='module')
+def server(model, imgclf_home, tmp_path_factory):
+    "A real Voila process serving the app notebook on 127.0.0.1; its URL"
+    port, tmp = free_port(), tmp_path_factory.mktemp('voila')
+    env = {**os.environ, 'IMGCLF_MODEL': str(model[0]), 'IMGCLF_HOME': str(imgclf_home),
+           # keep Jupyter's and IPython's per-user files out of the home folder
+           'JUPYTER_CONFIG_DIR': str(tmp/'config'), 'JUPYTER_DATA_DIR': str(tmp/'data'),
+           'JUPYTER_RUNTIME_DIR': str(tmp/'runtime'), 'IPYTHONDIR': str(tmp/'ipython'), 'MPLCONFIGDIR': str(tmp/'mpl')}
+    log = open(tmp/'voila.log', 'wb')
+    proc = subprocess.Popen([str(BIN/'voila'), str(NB), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1',
+                             '--show_tracebacks=False'], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f'http://127.0.0.1:{port}/'
+    def logtail(): return (tmp/'voila.log').read_text(errors='replace')[-3000:]
+    try:
+        deadline = time.time() + 120
+        while True:  # wait until the port accepts connections
+            if proc.poll() is not None: pytest.fail(f'voila exited with {proc.returncode}:\n{logtail()}')
+            try:
+                socket.create_connection(('127.0.0.1', port), timeout=2).close(); break
+            except OSError:
+                if time.time() > deadline: pytest.fail(f'voila did not listen within 120 s:\n{logtail()}')
+                time.sleep(0.5)
+        yield url, logtail
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # voila and the kernels it started, nothing else
+            try: proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
+        log.close()
+
+
+@pytest.fixture(scope='module')
+def browser():
+    exe = chromium_path()
+    if exe is None:
+        pytest.skip('Chromium not found (looked at $CHROMIUM, /usr/bin/chromium and the PATH): '
+                    'install it with `apt-get install chromium`')
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def visible_text(html:str) -> str:
+    "The text a visitor can read in an HTML page: no scripts, styles or tags"
+    html = re.sub(r'(?is)<(script|style)\b.*?</\1>', ' ', html)
+    return re.sub(r'\s+', ' ', re.sub(r'<[^>]+>', ' ', html))
+
+
+def test_page_renders_without_code(server):
+    url, logtail = server
+    with urllib.request.urlopen(url, timeout=180) as r:
+        assert r.status == 200
+        page = r.read().decode()
+    text = visible_text(page)
+    assert 'What is in your photo?' in text, logtail()
+    assert 'application/vnd.jupyter.widget-view+json' in page  # the app widget was displayed
+    for code in ['load_app', 'import os', 'IMGCLF_MODEL', 'IN_TEST']: assert code not in text
+    for err in ['Traceback', 'Error', 'There was an error when executing']: assert err not in text
+
+
+def open_app(browser, url):
+    page = browser.new_page()
+    page.goto(url, timeout=180_000)
+    page.get_by_role('button', name='Classify').wait_for(timeout=180_000)
+    return page
+
+
+def upload(page, path):
+    "What a visitor does: press Upload and pick a file"
+    with page.expect_file_chooser() as fc: page.get_by_role('button', name=re.compile('Upload')).click()
+    fc.value.set_files(str(path))
+
+
+def shown_probs(page, vocab) -> dict:
+    "The percentage shown beside each class's bar"
+    lines = [l.strip() for l in page.inner_text('body').splitlines() if l.strip()]
+    return {c: float(lines[lines.index(c) + 1].rstrip('%')) for c in vocab}
+
+
+def classify(page, path):
+    upload(page, path)
+    page.get_by_role('button', name='Classify').click()
+    page.get_by_text('Prediction:').wait_for(timeout=120_000)
+    return page.inner_text('body')
+
+
+def test_classifies_a_photo(server, browser, model, photos):
+    url, logtail = server
+    learn = model[1]
+    vocab = list(learn.dls.vocab)
+    page = open_app(browser, url)
+    body = page.inner_text('body')
+    assert all(c in body for c in vocab)  # the classes are listed before any upload
+    from imgclf.export import predict_image
+    for name in ['face.jpg', 'wall.jpg']:
+        body = classify(page, photos[name])
+        expected = predict_image(learn, photos[name])
+        assert f'Prediction: {expected.label}' in body, body
+        probs = shown_probs(page, vocab)
+        assert sum(probs.values()) == pytest.approx(100, abs=0.1 * len(vocab)), probs
+        for c in vocab: assert probs[c] == pytest.approx(100 * expected.probs[c], abs=0.051), (c, probs)
+        assert page.locator('img').count() >= 1 and page.locator('img').first.evaluate('i => i.naturalWidth') > 0
+    assert 'Traceback' not in page.inner_text('body')
+    page.close()
+
+
+def test_bad_upload_gets_a_message_and_the_app_keeps_working(server, browser, model, photos):
+    url, logtail = server
+    vocab = list(model[1].dls.vocab)
+    page = open_app(browser, url)
+    upload(page, photos['notes.jpg'])
+    msg = page.get_by_text('notes.jpg is not an image that can be read')
+    msg.wait_for(timeout=60_000)
+    body = page.inner_text('body')
+    assert 'Please upload a photo' in body and 'Traceback' not in body and 'Prediction:' not in body
+    assert page.get_by_role('button', name='Classify').is_disabled()
+    body = classify(page, photos['face.jpg'])
+    assert 'not an image' not in body  # the message is gone once a photo is classified
+    assert sum(shown_probs(page, vocab).values()) == pytest.approx(100, abs=0.1 * len(vocab))
+    page.close()

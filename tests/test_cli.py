@@ -1,0 +1,115 @@
+"The `imgclf` command, run as a user runs it: a subprocess, on the built-in dataset."
+import json, os, re, subprocess, sys, time, urllib.request
+from pathlib import Path
+import pandas as pd
+import pytest
+from PIL import Image
+from conftest import BIN, free_port
+
+
+def imgclf(*args, home, timeout=600):
+    return subprocess.run([str(BIN/'imgclf'), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, 'IMGCLF_HOME': str(home)})
+
+
+def test_demo_trains_reports_and_exports(demo_run):
+    proc, out = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    err = float(re.search(r'error rate: ([\d.]+)%', proc.stdout).group(1))
+    assert err <= 5.0, proc.stdout
+    assert f'model:      {out/"model.pkl"}' in proc.stdout
+    assert f'imgclf app --model {out/"model.pkl"}' in proc.stdout
+    for f in ['model.pkl', 'classes.csv', 'misclassified.csv', 'confusion_matrix.png', 'losses.png', 'run.json']:
+        assert (out/f).stat().st_size > 0, f
+    run = json.loads((out/'run.json').read_text())
+    assert run['vocab'] == ['faces', 'not_faces'] and run['error_rate'] == pytest.approx(err/100, abs=1e-3)
+    classes = pd.read_csv(out/'classes.csv', index_col=0)
+    assert list(classes.index) == ['faces', 'not_faces'] and classes.images.sum() == 40
+    assert len(pd.read_csv(out/'misclassified.csv')) == round(err/100*40)
+    assert Image.open(out/'confusion_matrix.png').size[0] > 100
+    assert not list(out.rglob('*.part'))
+
+
+def test_predict_folder_and_csv(demo_run, imgclf_home, tmp_path):
+    _, out = demo_run
+    faces = Path(imgclf_home)/'faces'
+    csv = tmp_path/'preds.csv'
+    proc = imgclf('predict', out/'model.pkl', faces, '--csv', csv, home=imgclf_home)
+    assert proc.returncode == 0, proc.stderr
+    df = pd.read_csv(csv, keep_default_na=False)
+    assert len(df) == 200 and set(df.label) <= {'faces', 'not_faces'}
+    truth = df.file.map(lambda f: Path(f).parent.name)
+    assert (df.label == truth).mean() >= 0.95
+    assert ((df.faces + df.not_faces - 1).abs() < 1e-3).all()
+
+
+def test_predict_reports_bad_files_and_keeps_going(demo_run, imgclf_home, tmp_path):
+    _, out = demo_run
+    src = sorted((Path(imgclf_home)/'faces'/'faces').iterdir())[0]
+    (tmp_path/'ok.png').write_bytes(src.read_bytes())
+    (tmp_path/'broken.jpg').write_text('<html>404</html>')
+    proc = imgclf('predict', out/'model.pkl', tmp_path, home=imgclf_home)
+    assert proc.returncode == 0
+    assert 'ok.png' in proc.stdout and 'faces' in proc.stdout
+    assert 'broken.jpg' in proc.stdout and 'not an image' in proc.stdout
+    assert '1 file(s) could not be read' in proc.stderr
+
+
+def test_export_checks_then_copies(demo_run, imgclf_home, tmp_path):
+    _, out = demo_run
+    proc = imgclf('export', out/'model.pkl', tmp_path, home=imgclf_home)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path/'model.pkl').read_bytes() == (out/'model.pkl').read_bytes()
+    assert 'classes faces, not_faces' in proc.stdout
+    junk = tmp_path/'junk.pkl'; junk.write_bytes(b'nope')
+    proc = imgclf('export', junk, tmp_path/'copy.pkl', home=imgclf_home)
+    assert proc.returncode == 2 and 'is not a model exported by imgclf or fastai' in proc.stderr
+    assert not (tmp_path/'copy.pkl').exists()
+
+
+@pytest.mark.parametrize('setup,message', [
+    ('missing', 'Dataset folder not found'),
+    ('empty', 'No images found in'),
+    ('one_class', 'a classifier needs at least two'),
+    ('empty_class', 'has 0 usable image(s)'),
+    ('only_broken', 'has 0 usable image(s)'),
+])
+def test_train_refuses_bad_folders_clearly(setup, message, tmp_path, imgclf_home):
+    data = tmp_path/'data'
+    if setup != 'missing': data.mkdir()
+    if setup in ('one_class', 'empty_class', 'only_broken'):
+        (data/'cats').mkdir()
+        for i in range(3): Image.new('RGB', (32, 32), (i*80, 0, 0)).save(data/'cats'/f'{i}.jpg')
+    if setup == 'empty_class': (data/'dogs').mkdir()
+    if setup == 'only_broken':
+        (data/'dogs').mkdir(); (data/'dogs'/'a.jpg').write_bytes(b'\xff\xd8\xff\xe0 truncated')
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*'))
+    proc = imgclf('train', data, home=imgclf_home, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and str(data) in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob('*')) == before  # nothing written, nothing lost
+
+
+def test_predict_missing_model_is_clear(tmp_path, imgclf_home):
+    proc = imgclf('predict', tmp_path/'none.pkl', tmp_path, home=imgclf_home)
+    assert proc.returncode == 2 and f'Model file not found: {tmp_path/"none.pkl"}' in proc.stderr
+
+
+def test_app_command_serves_the_app_with_voila(demo_run, imgclf_home):
+    _, out = demo_run
+    port = free_port()
+    p = subprocess.Popen([str(BIN/'imgclf'), 'app', '--model', str(out/'model.pkl'), '--port', str(port), '--no-browser'],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**os.environ, 'IMGCLF_HOME': str(imgclf_home)})
+    try:
+        deadline, html = time.time() + 120, None
+        while time.time() < deadline and html is None:
+            try: html = urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=60).read().decode()
+            except OSError: time.sleep(1)
+        assert html is not None, 'voila did not answer'
+        assert 'Traceback' not in html
+    finally:
+        p.terminate()
+        try: p.wait(20)
+        except subprocess.TimeoutExpired: p.kill()
