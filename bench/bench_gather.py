@@ -103,7 +103,11 @@ def main():
         t_i, rep = run_imgclf(lists, work)
         reasons = Counter(r['reason'].split(':')[0] for r in rep.dropped)
         no_reason = sum(1 for r in rep.dropped if not r['reason'])
-        print(f'\nimgclf gather (defaults: 32 threads, 5 s connect / 4 s read timeouts, 30 s deadline): {t_i:.1f} s')
+        import inspect
+        from imgclf.gather import gather
+        d = {k: v.default for k, v in inspect.signature(gather).parameters.items()}
+        print(f"\nimgclf gather (defaults: {d['workers']} threads, timeout={d['timeout']} s (connect, read), "
+              f"deadline={d['deadline']:g} s, shrink={d['shrink']}): {t_i:.1f} s")
         print(f'  kept {len(rep.kept)}, dropped {len(rep.dropped)}; dropped with a reason in the manifest: '
               f'{len(rep.dropped) - no_reason}/{len(rep.dropped)}')
         for k, v in reasons.most_common(): print(f'    {v:5d}  {k}')

@@ -18,10 +18,11 @@ def chromium_path():
 
 
 @pytest.fixture(scope='module')
-def model(imgclf_home, tmp_path_factory):
-    "A faces model exported to a temporary folder, and the learner loaded from it"
+def model(imgclf_home):
+    "The demo faces model, exported under the session's temporary IMGCLF_HOME; and the learner loaded from it"
     from imgclf.export import demo_model, load_classifier
-    path = demo_model(tmp_path_factory.mktemp('model')/'faces.pkl')
+    path = demo_model()
+    assert path.is_relative_to(imgclf_home)
     return path, load_classifier(path)
 
 
@@ -124,6 +125,8 @@ def shown_probs(page, vocab) -> dict:
 
 def classify(page, path):
     upload(page, path)
+    # a new upload clears the previous answer: wait for that, so the old answer is never read as the new one
+    page.get_by_text('Prediction:').wait_for(state='detached', timeout=60_000)
     page.get_by_role('button', name='Classify').click()
     page.get_by_text('Prediction:').wait_for(timeout=120_000)
     return page.inner_text('body')

@@ -377,7 +377,7 @@ def test_conversions(tmp_path):
     big = enc(photo(7, (1000, 800)))
     im, ext, info = stored(tmp_path, big)
     assert im.size == (400, 320) and (info['width'], info['height']) == (400, 320) and info['note'] == 'shrunk from 1000x800'
-    out, ext, info = load_image(big, size=None)
+    out, ext, info = load_image(big, shrink=0)
     assert out == big and info['note'] == ''  # nothing to change: stored byte for byte
     out, ext, info = load_image(enc(photo(7), 'PNG'))
     assert ext == '.png' and Image.open(io.BytesIO(out)).format == 'PNG'  # the extension comes from the content
@@ -408,6 +408,7 @@ def test_duplicates_within_and_across_classes(srv, tmp_path):
     assert [r['status'] for r in shared] == ['kept', 'kept']
     assert shared[0]['cross_class'] == f"{shared[1]['file']} (distance 0)"
     assert len(rep.cross_class) == 4  # shared.jpg and other.jpg are each in both classes
+    assert srv.served['/shared.jpg'] == 1 and srv.served['/other.jpg'] == 2  # one URL in two classes is fetched once
     assert rep.counts() == {'a': {'found': 5, 'kept': 3, 'duplicates': 2}, 'b': {'found': 2, 'kept': 2, 'duplicates': 0}}
     # hashes: copies are close, different pictures far
     d = hash_distances([rows['/big.jpg']['phash'], rows['/small.jpg']['phash'], rows['/other.jpg']['phash']])
@@ -666,3 +667,14 @@ def test_dedupe_across_classes_in_blocks():
     assert pairs == [('a/5', 'b/1090', int(hash_distances([hs[5]], [hs[1090]])[0, 0]))]
     assert rows[5]['cross_class'].startswith('b/1090 (distance ') and rows[1090]['cross_class'].startswith('a/5 (distance ')
     assert sum(r['status'] == 'kept' for r in rows) == 1100
+
+def test_command_line_gather(srv, tmp_path, capsys):
+    "`imgclf gather` passes plain arguments through to `gather`"
+    from imgclf.cli import run
+    srv.add('/big.jpg', enc(photo(400, (900, 600)))); srv.routes['/gone.jpg'] = lambda h: h.reply(404)
+    f = url_file(tmp_path, 'x', [srv.url + '/big.jpg', srv.url + '/gone.jpg'])
+    g = url_file(tmp_path, 'y', [srv.url + '/big.jpg?y'])
+    rep = run(['gather', str(tmp_path/'ds'), '--class', f'x={f}', '--class', f'y={g}', '--shrink', '0'])
+    assert [(r['status'], r['width']) for r in rep.rows] == [('kept', 900), ('dropped', None), ('kept', 900)]
+    assert '2 pictures kept in 2 classes' in capsys.readouterr().out
+    consistent(tmp_path/'ds')
