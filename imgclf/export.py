@@ -73,8 +73,12 @@ def _load_image(img, name:str='image') -> PILImage:
 def _batch(learn:Learner, imgs:list) -> torch.Tensor:
     "Apply the learner's validation item and batch transforms to PIL images"
     dl = learn.dls.valid
-    xs = [dl.after_item((img,))[0] for img in imgs]
-    return dl.after_batch((TensorImage(torch.stack(xs)),))[0]
+    saved = dl.after_item.split_idx, dl.after_batch.split_idx
+    dl.after_item.split_idx = dl.after_batch.split_idx = 1  # validation: no random crops, flips or lighting
+    try:
+        xs = [dl.after_item((img,))[0] for img in imgs]
+        return dl.after_batch((TensorImage(torch.stack(xs)),))[0]
+    finally: dl.after_item.split_idx, dl.after_batch.split_idx = saved
 
 def predict_images(learn:Learner, imgs:list, names:list|None=None) -> list[Prediction]:
     "Predictions for a list of images (paths, bytes or PIL images) in one batch"

@@ -1,5 +1,5 @@
 "The app as a visitor meets it: `voila nbs/07_app.ipynb` on a free port, driven by Chromium through Playwright."
-import os, re, shutil, signal, socket, subprocess, time, urllib.request
+import os, re, shutil, signal, subprocess, time, urllib.request
 from pathlib import Path
 import pytest
 from PIL import Image
@@ -40,37 +40,49 @@ def photos(imgclf_home, tmp_path_factory):
     return out
 
 
+def start_voila(env, tmp, attempt):
+    "Start voila on a free port; (process, url, log file) once it listens there, or None if the port was taken"
+    port, logf = free_port(), tmp/f'voila-{attempt}.log'
+    with open(logf, 'wb') as log:
+        # port_retries=0: if another process took the port meanwhile, fail instead of silently serving elsewhere
+        proc = subprocess.Popen([str(BIN/'voila'), str(NB), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1',
+                                 '--Voila.port_retries=0', '--show_tracebacks=False'],
+                                cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url, deadline = f'http://127.0.0.1:{port}/', time.time() + 120
+    while f'running at:\n{url}' not in logf.read_text(errors='replace'):
+        if proc.poll() is not None:
+            if 'already in use' in logf.read_text(errors='replace'): return None
+            pytest.fail(f'voila exited with {proc.returncode}:\n{logf.read_text(errors="replace")[-3000:]}')
+        if time.time() > deadline:
+            stop(proc); pytest.fail(f'voila did not start within 120 s:\n{logf.read_text(errors="replace")[-3000:]}')
+        time.sleep(0.3)
+    return proc, url, logf
+
+
+def stop(proc):
+    "Stop voila (SIGTERM lets it shut down the kernels it started), then make sure its process group is gone"
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
+
+
 @pytest.fixture(scope='module')
 def server(model, imgclf_home, tmp_path_factory):
-    "A real Voila process serving the app notebook on 127.0.0.1; its URL"
-    port, tmp = free_port(), tmp_path_factory.mktemp('voila')
+    "A real Voila process serving the app notebook on 127.0.0.1; its URL, and a function giving its log's tail"
+    tmp = tmp_path_factory.mktemp('voila')
     env = {**os.environ, 'IMGCLF_MODEL': str(model[0]), 'IMGCLF_HOME': str(imgclf_home),
            # keep Jupyter's and IPython's per-user files out of the home folder
            'JUPYTER_CONFIG_DIR': str(tmp/'config'), 'JUPYTER_DATA_DIR': str(tmp/'data'),
            'JUPYTER_RUNTIME_DIR': str(tmp/'runtime'), 'IPYTHONDIR': str(tmp/'ipython'), 'MPLCONFIGDIR': str(tmp/'mpl')}
-    log = open(tmp/'voila.log', 'wb')
-    proc = subprocess.Popen([str(BIN/'voila'), str(NB), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1',
-                             '--show_tracebacks=False'], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    url = f'http://127.0.0.1:{port}/'
-    def logtail(): return (tmp/'voila.log').read_text(errors='replace')[-3000:]
-    try:
-        deadline = time.time() + 120
-        while True:  # wait until the port accepts connections
-            if proc.poll() is not None: pytest.fail(f'voila exited with {proc.returncode}:\n{logtail()}')
-            try:
-                socket.create_connection(('127.0.0.1', port), timeout=2).close(); break
-            except OSError:
-                if time.time() > deadline: pytest.fail(f'voila did not listen within 120 s:\n{logtail()}')
-                time.sleep(0.5)
-        yield url, logtail
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # voila and the kernels it started, nothing else
-            try: proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
-        log.close()
+    for attempt in range(3):
+        started = start_voila(env, tmp, attempt)
+        if started: break
+    else: pytest.fail('three free ports in a row were taken before voila could listen on them')
+    proc, url, logf = started
+    try: yield url, lambda: logf.read_text(errors='replace')[-3000:]
+    finally: stop(proc)
 
 
 @pytest.fixture(scope='module')
@@ -166,3 +178,12 @@ def test_bad_upload_gets_a_message_and_the_app_keeps_working(server, browser, mo
     assert 'not an image' not in body  # the message is gone once a photo is classified
     assert sum(shown_probs(page, vocab).values()) == pytest.approx(100, abs=0.1 * len(vocab))
     page.close()
+
+
+def test_same_photo_same_answer(model, photos):
+    "Classifying one photo twice gives the same probabilities: no random augmentation at prediction time"
+    from imgclf.app import ClassifierApp
+    app = ClassifierApp(model[1])
+    app.load(photos['face.jpg'].read_bytes(), 'face.jpg')
+    runs = [app.classify().probs for _ in range(4)]
+    assert all(r == runs[0] for r in runs), f'the same photo got different answers: {runs}'
