@@ -89,6 +89,7 @@ def train_classifier(path:Path|None=None, # folder of class folders; default: th
                      min_scale:float=0.75, # random crops keep at least this fraction of an image
                      out:Path|None=None, # folder for checkpoints
                      quiet:bool=False, # no progress bars or tables
+                     cbs=None, # extra fastai callbacks for the training
                     ) -> Learner:
     "Check `path`, build the data, fine-tune a pretrained `arch` on it; return the trained `Learner`"
     set_seed(seed, reproducible=True)
@@ -99,8 +100,8 @@ def train_classifier(path:Path|None=None, # folder of class folders; default: th
     if lr is None: lr = suggest_lr(learn)
     learn.lr_used = lr
     if quiet:
-        with learn.no_bar(), learn.no_logging(): learn.fine_tune(epochs, lr)
-    else: learn.fine_tune(epochs, lr)
+        with learn.no_bar(), learn.no_logging(): learn.fine_tune(epochs, lr, cbs=cbs)
+    else: learn.fine_tune(epochs, lr, cbs=cbs)
     return learn
 
 # %% ../nbs/04_train.ipynb #41565f0e

@@ -18,11 +18,13 @@ def chromium_path():
 
 
 @pytest.fixture(scope='module')
-def model(imgclf_home):
-    "The demo faces model, exported under the session's temporary IMGCLF_HOME; and the learner loaded from it"
-    from imgclf.export import demo_model, load_classifier
-    path = demo_model()
-    assert path.is_relative_to(imgclf_home)
+def model(demo_run):
+    """The model `imgclf demo` exported (or the one `$IMGCLF_TEST_MODEL` names, to check the app with a model of
+    your own); and the learner loaded from it"""
+    from imgclf.export import load_classifier
+    proc, out = demo_run
+    path = Path(os.environ.get('IMGCLF_TEST_MODEL') or out/'model.pkl')
+    assert path.is_file(), proc.stderr[-2000:]
     return path, load_classifier(path)
 
 
