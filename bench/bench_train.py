@@ -23,8 +23,12 @@ from imgclf.train import make_learner, train_classifier
 class Clock(Callback):
     "Record seconds since the start of the run and the error rate after every epoch"
     order = 100
-    def __init__(self, t0): self.t0, self.log = t0, []
-    def after_epoch(self): self.log.append((time.perf_counter() - self.t0, float(self.recorder.values[-1][2])))
+    def __init__(self, t0): self.t0, self.log, self.seen = t0, [], 0
+    def before_fit(self): self.seen = len(self.recorder.values)
+    def after_epoch(self):
+        if len(self.recorder.values) == self.seen: return  # no new row: not a training epoch (e.g. `validate`)
+        self.seen = len(self.recorder.values)
+        self.log.append((time.perf_counter() - self.t0, float(self.recorder.values[-1][2])))
 
 torch.set_num_threads(os.cpu_count())
 t0 = time.perf_counter()
@@ -37,7 +41,6 @@ if args['recipe'] == 'tutorial':
     learn.add_cb(clock)
     with learn.no_bar(), learn.no_logging(): learn.fine_tune(4)
 else:
-    from fastcore.basics import patch
     learn = train_classifier(args['data'], arch=args['arch'], seed=args['seed'], out=args['out'], quiet=True,
                              cbs=[clock])
 secs = time.perf_counter() - t0
