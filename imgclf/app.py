@@ -26,6 +26,7 @@ def uploaded_files(value) -> list[tuple[str, bytes]]:
 def thumbnail(data:bytes, # the uploaded file
               name:str='image', # its name, for the error message
               size:int=192, # longest side, in pixels
+              enlarge:bool=True, # scale smaller images up to `size`
              ) -> bytes:
     "A PNG whose longest side is `size` pixels, upright, or an `ImgclfError` if `data` is not a readable image"
     if not data: raise ImgclfError(f'{name} is empty')
@@ -36,7 +37,7 @@ def thumbnail(data:bytes, # the uploaded file
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImgclfError(f'{name} is not an image that can be read ({type(e).__name__})') from e
     im.thumbnail((size, size))
-    if max(im.size) < size:  # tiny images (like our 25 px faces) are scaled up to be seen
+    if enlarge and max(im.size) < size:  # tiny images (like our 25 px faces) are scaled up to be seen
         k = size / max(im.size)
         im = im.resize((max(1, round(im.width*k)), max(1, round(im.height*k))), Image.NEAREST)
     buf = io.BytesIO(); im.save(buf, format='PNG')

@@ -8,7 +8,9 @@ import io, html
 from pathlib import Path
 import pandas as pd
 import ipywidgets as widgets
-from PIL import Image, ImageOps
+from PIL import Image
+from .core import ImgclfError
+from .app import thumbnail
 
 # %% auto #0
 __all__ = ['confusion_table', 'cell_rows', 'ConfusionExplorer']
@@ -30,11 +32,10 @@ def cell_rows(preds:pd.DataFrame, actual:str, predicted:str) -> pd.DataFrame:
 
 # %% ../nbs/04a_interpret.ipynb #09bc52b2
 def _thumb(path:str, size:int=128) -> bytes:
-    "A PNG thumbnail of an image file (upright), or a grey square if it cannot be read"
-    try:
-        with Image.open(path) as im: im = ImageOps.exif_transpose(im).convert('RGB'); im.thumbnail((size, size))
-    except (OSError, ValueError): im = Image.new('RGB', (size, size), 'lightgrey')
-    b = io.BytesIO(); im.save(b, format='PNG'); return b.getvalue()
+    "The app's `thumbnail` of an image file, never enlarged; a grey square if the file cannot be read"
+    try: return thumbnail(Path(path).read_bytes(), Path(path).name, size, enlarge=False)
+    except (OSError, ImgclfError):
+        b = io.BytesIO(); Image.new('RGB', (size, size), 'lightgrey').save(b, format='PNG'); return b.getvalue()
 
 class ConfusionExplorer:
     "A confusion matrix of buttons; clicking a cell shows the images behind it"
