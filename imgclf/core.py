@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #fd918b45
 from __future__ import annotations
-import os, tempfile, shutil, warnings
+import os, re, stat, tempfile, shutil, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +17,33 @@ from PIL import Image, UnidentifiedImageError
 warnings.filterwarnings('ignore', message=r'.torch\.jit\.script. is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'ImgclfError', 'imgclf_home', 'atomic_path', 'atomic_write_bytes', 'check_image', 'image_files',
-           'DatasetReport', 'scan_dataset', 'lfw_faces']
+__all__ = ['IMAGE_EXTS', 'ImgclfError', 'class_name_problem', 'check_class_name', 'imgclf_home', 'atomic_path',
+           'atomic_write_bytes', 'check_image', 'image_files', 'DatasetReport', 'scan_dataset', 'lfw_faces']
 
 # %% ../nbs/00_core.ipynb #fba15abe
 class ImgclfError(Exception):
     "A problem with the user's input or files, worded so they can fix it without reading a traceback"
+
+# %% ../nbs/00_core.ipynb #6422f047
+_CLASS_BAD = re.compile(r'[/\\\x00-\x1f\x7f]')
+
+def class_name_problem(name, # a proposed class name
+                      ) -> str|None:
+    "Why `name` cannot be a class (a folder of a dataset), or `None` if it can"
+    if not isinstance(name, str) or not name: return 'a class name must be some text'
+    if name != name.strip(): return 'it starts or ends with a space'
+    if name.startswith(('.', '_')): return 'it starts with . or _ (such folders are hidden or skipped)'
+    if _CLASS_BAD.search(name): return 'it holds / or \\ or a control character'
+    try: n = len(name.encode('utf-8'))
+    except UnicodeEncodeError: return 'it is not valid text (UTF-8)'
+    if n > 200: return f'it is {n} bytes long; the limit is 200'
+    return None
+
+def check_class_name(name, # a proposed class name
+                    ) -> str:
+    "`name` if it can be a class; else raise `ImgclfError` saying why"
+    if why := class_name_problem(name): raise ImgclfError(f'Class name {name!r} cannot be used: {why}')
+    return name
 
 # %% ../nbs/00_core.ipynb #686cda5d
 def imgclf_home() -> Path:
@@ -32,6 +53,9 @@ def imgclf_home() -> Path:
     return p
 
 # %% ../nbs/00_core.ipynb #28eb26ad
+def _umask() -> int: m = os.umask(0o22); os.umask(m); return m
+_UMASK = _umask()  # read once, at import: changing it is process-wide and would race with other threads
+
 @contextmanager
 def atomic_path(dest:Path, # the file to create or replace
                ):
@@ -42,6 +66,9 @@ def atomic_path(dest:Path, # the file to create or replace
     os.close(fd)
     tmp = Path(tmp)
     try:
+        try: mode = stat.S_IMODE(dest.stat().st_mode)  # a replaced file keeps its permissions
+        except OSError: mode = 0o666 & ~_UMASK  # a new one gets them as `open` would give them (mkstemp's are 0600)
+        os.chmod(tmp, mode)
         yield tmp
         os.replace(tmp, dest)
     finally:
@@ -126,9 +153,11 @@ def scan_dataset(path:Path, # a folder with one sub-folder of images per class
     with ThreadPoolExecutor(min(8, (os.cpu_count() or 1) * 2)) as ex:
         reasons = list(ex.map(check_image, files)) if check else [None]*len(files)
     for f, r in zip(files, reasons):
+        c = f.relative_to(path).parts[0]
+        if why := class_name_problem(c): r = f'class folder {c!r} is not used: {why}'
         if r: rep.skipped.append((f, r)); continue
-        rep.classes.setdefault(f.relative_to(path).parts[0], []).append(f)
-    class_dirs = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(('.', '_')))
+        rep.classes.setdefault(c, []).append(f)
+    class_dirs = sorted(p.name for p in path.iterdir() if p.is_dir() and not class_name_problem(p.name))
     for c in class_dirs:
         n = len(rep.classes.get(c, []))
         if n < min_per_class:

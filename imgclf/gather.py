@@ -4,23 +4,26 @@
 
 # %% ../nbs/01_gather.ipynb #3bf2f879
 from __future__ import annotations
-import csv, hashlib, html, io, json, math, os, re, threading, time, warnings
+import csv, hashlib, html, io, json, math, os, re, socket, threading, time, warnings, zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urljoin, urlparse, urlsplit, urlunsplit, unquote_to_bytes
 import numpy as np
-import requests
+import requests, urllib3, filelock
+from fastcore.meta import delegates
 import imagehash
 from PIL import Image, ImageOps
 from . import __version__
-from .core import ImgclfError, atomic_write_bytes
+from .core import ImgclfError, atomic_write_bytes, check_class_name
 
 # %% auto #0
-__all__ = ['DDG_URL', 'COMMONS_API', 'QUERY_VARIANTS', 'USER_AGENT', 'MANIFEST_FIELDS', 'read_url_file', 'search_images_ddgs',
-           'search_images_commons', 'DownloadError', 'is_transient', 'fetch_bytes', 'load_image', 'download_images',
-           'hash_distances', 'dedupe', 'read_manifest', 'write_manifest', 'GatherReport', 'gather', 'rebuild']
+__all__ = ['DDG_URL', 'COMMONS_API', 'QUERY_VARIANTS', 'USER_AGENT', 'decode_budget', 'MANIFEST_FIELDS', 'read_url_file',
+           'search_images_ddgs', 'search_images_commons', 'DownloadError', 'is_transient', 'fetch_bytes', 'load_image',
+           'download_images', 'hash_distances', 'dedupe', 'read_manifest', 'write_manifest', 'GatherReport', 'gather',
+           'rebuild']
 
 # %% ../nbs/01_gather.ipynb #87a1a556
 _URL_RE = re.compile(r'^https?://[^\s/$.?#][^\s]*$', re.I)
@@ -52,12 +55,80 @@ COMMONS_API = 'https://commons.wikimedia.org/w/api.php'
 QUERY_VARIANTS = ('{term}', '{term} photo', '{term} close up')
 USER_AGENT = f'imgclf/{__version__} (https://github.com/imgclf/imgclf; building an image dataset)'
 
+class _Watch:
+    "A wall-clock deadline for one download: when it passes (or `stop` is set) its sockets are shut"
+    def __init__(self, end:float, stop:threading.Event|None=None):
+        self.end, self.stop, self.conns, self.fired = end, stop, [], False
+    def add(self, conn):
+        self.conns.append(conn)
+        if self.fired: self._shut(conn)
+    def due(self, now) -> bool: return now >= self.end or (self.stop is not None and self.stop.is_set())
+    def fire(self):
+        self.fired = True
+        for c in self.conns: self._shut(c)
+    @staticmethod
+    def _shut(conn):
+        sock = getattr(conn, 'sock', None)
+        if sock is None: return
+        try: socket.socket.shutdown(sock, socket.SHUT_RDWR)  # wakes a thread blocked reading it, TLS or not
+        except OSError: pass
+
+class _Watchdog:
+    "One thread that fires the watches whose deadline passed, ten times a second"
+    def __init__(self): self.watches, self.lock, self.thread = set(), threading.Lock(), None
+    def start(self, w:_Watch):
+        with self.lock:
+            self.watches.add(w)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name='imgclf-watchdog', daemon=True); self.thread.start()
+    def done(self, w:_Watch):
+        with self.lock: self.watches.discard(w)
+    def _loop(self, sleep=time.sleep, now=time.monotonic):
+        while True:
+            sleep(0.1)
+            with self.lock:
+                if not self.watches: self.thread = None; return  # nothing to watch: the next download starts a new one
+                due = [w for w in self.watches if not w.fired and w.due(now())]
+            for w in due: w.fire()
+
+_watchdog, _local = _Watchdog(), threading.local()
+
+@contextmanager
+def _watched(end:float, stop:threading.Event|None=None):
+    "Within the block, every connection this thread uses is shut when `end` (a `time.monotonic()`) passes"
+    w = _Watch(end, stop)
+    _local.watch = w; _watchdog.start(w)
+    try: yield w
+    finally: _local.watch = None; _watchdog.done(w)
+
+def _register(conn):
+    if (w := getattr(_local, 'watch', None)) is not None: w.add(conn)
+
+class _WatchedHTTP(urllib3.connection.HTTPConnection):
+    def connect(self): _register(self); return super().connect()
+    def request(self, *a, **kw): _register(self); return super().request(*a, **kw)
+
+class _WatchedHTTPS(urllib3.connection.HTTPSConnection):
+    def connect(self): _register(self); return super().connect()
+    def request(self, *a, **kw): _register(self); return super().request(*a, **kw)
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool): ConnectionCls = _WatchedHTTP
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool): ConnectionCls = _WatchedHTTPS
+_WATCHED_POOLS = {'http': _WatchedHTTPPool, 'https': _WatchedHTTPSPool}
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    "requests' adapter, with connections a `_Watch` can shut (proxies included)"
+    def init_poolmanager(self, *a, **kw):
+        super().init_poolmanager(*a, **kw); self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+    def proxy_manager_for(self, *a, **kw):
+        m = super().proxy_manager_for(*a, **kw); m.pool_classes_by_scheme = _WATCHED_POOLS; return m
+
 def _session(workers:int=64, # connections to keep open per host
             ) -> requests.Session:
     "A `requests.Session` that says who it is and keeps enough connections open for `workers` threads"
     s = requests.Session()
     s.headers.update({'User-Agent': USER_AGENT, 'Accept': 'image/jpeg,image/png,image/webp,image/gif;q=0.9,*/*;q=0.5'})
-    a = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=max(10, workers), max_retries=0)
+    a = _WatchedAdapter(pool_connections=16, pool_maxsize=max(10, workers), max_retries=0)
     s.mount('http://', a); s.mount('https://', a)
     return s
 
@@ -150,7 +221,7 @@ def _retry_after(r:requests.Response) -> float|None:
     "Seconds asked for by a `Retry-After` header (a number or a date), if any"
     v = r.headers.get('Retry-After', '').strip()
     if not v: return None
-    if v.isdigit(): return float(v)
+    if re.fullmatch(r"\d{1,15}", v, re.ASCII): return float(v)
     try: return max(0., parsedate_to_datetime(v).timestamp() - time.time())
     except (TypeError, ValueError): return None
 
@@ -241,34 +312,52 @@ def _not_image(head:bytes) -> str|None:
     if b'<html' in h or b'<!doctype html' in h or b'<head' in h or b'<body' in h: return 'not an image: HTML page'
     return 'not an image: text'
 
+def _redact(url:str) -> str:
+    "`url` without the password it may carry (`user:secret@host` -> `user:***@host`), for manifests and messages"
+    try:
+        p = urlsplit(url)
+        if p.password is None: return url
+        return urlunsplit(p._replace(netloc=f'{p.username}:***@' + p.netloc.rpartition('@')[2]))
+    except ValueError: return url
+
+_DIGITS = re.compile(r'\d{1,15}', re.ASCII)
+
 class _Retry(Exception):
     def __init__(self, reason, wait): super().__init__(reason); self.reason, self.wait = reason, wait
 
 class _Stopped(Exception): "The run was interrupted; this download is abandoned and not recorded"
 
+def _get(s, url, timeout, left):
+    "`s.get(url)` streamed, no redirects followed, every failure a `DownloadError` with a short reason"
+    try: return s.get(url, stream=True, allow_redirects=False, timeout=(min(timeout[0], left), min(timeout[1], left)))
+    except requests.exceptions.ConnectTimeout: raise DownloadError(f'timeout: no connection within {timeout[0]:g} s') from None
+    except requests.exceptions.ReadTimeout: raise DownloadError(f'timeout: no answer within {timeout[1]:g} s') from None
+    except requests.exceptions.SSLError: raise DownloadError('tls error: the certificate is not trusted or the handshake failed') from None
+    except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
+            requests.exceptions.URLRequired, urllib3.exceptions.LocationValueError, ValueError, UnicodeError) as e:
+        raise DownloadError(f'bad url: {_redact(url)[:80]} ({type(e).__name__})') from None
+    except requests.exceptions.RequestException as e: raise DownloadError(f'connection error: {type(e).__name__}') from None
+
 def _fetch_once(url, s, timeout, end, deadline, max_bytes, max_redirects, stop):
     "One attempt at `url`, following redirects by hand; raise `_Retry` for answers worth retrying"
-    import urllib3
     cur, seen = url, {url}
     for _ in range(max_redirects + 1):
-        if urlparse(cur).scheme not in ('http', 'https'): raise DownloadError(f'bad url: {cur[:80]}')
+        try: scheme = urlparse(cur).scheme
+        except ValueError: scheme = ''
+        if scheme not in ('http', 'https'): raise DownloadError(f'bad url: {_redact(cur)[:80]}')
         left = end - time.monotonic()
         if left <= 0: raise DownloadError(f'timeout: over the {deadline:g} s deadline')
-        try: r = s.get(cur, stream=True, allow_redirects=False, timeout=(min(timeout[0], left), min(timeout[1], left)))
-        except requests.exceptions.ConnectTimeout: raise DownloadError(f'timeout: no connection within {timeout[0]:g} s') from None
-        except requests.exceptions.ReadTimeout: raise DownloadError(f'timeout: no answer within {timeout[1]:g} s') from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as e:
-            raise DownloadError(f'bad url: {e}') from None
-        except requests.exceptions.RequestException as e: raise DownloadError(f'connection error: {type(e).__name__}') from None
+        r = _get(s, cur, timeout, left)
         with r:
             if r.is_redirect:
-                nxt = urljoin(cur, r.headers.get('Location', ''))
-                if nxt in seen: raise DownloadError(f'redirect loop: {cur} -> {nxt}')
+                try: nxt = urljoin(cur, r.headers.get('Location', ''))
+                except ValueError: raise DownloadError(f'bad redirect: {r.headers.get("Location", "")[:80]!r}') from None
+                if nxt in seen: raise DownloadError(f'redirect loop: {_redact(cur)} -> {_redact(nxt)}')
                 seen.add(nxt); cur = nxt; continue
             if r.status_code in (408, 425, 429) or r.status_code >= 500: raise _Retry(f'http {r.status_code}', _retry_after(r))
             if not 200 <= r.status_code < 300: raise DownloadError(f'http {r.status_code}')
-            cl = r.headers.get('Content-Length', '')
-            if cl.isdigit() and int(cl) > max_bytes:
+            cl = r.headers.get('Content-Length', '').strip()
+            if _DIGITS.fullmatch(cl) and int(cl) > max_bytes:
                 raise DownloadError(f'too large: {int(cl):,} bytes announced, the limit is {max_bytes:,}')
             read = getattr(r.raw, 'read1', None) or r.raw.read
             buf = bytearray()
@@ -278,6 +367,7 @@ def _fetch_once(url, s, timeout, end, deadline, max_bytes, max_redirects, stop):
                 try: chunk = read(65536, decode_content=True)
                 except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
                     raise DownloadError(f'timeout: silent for {timeout[1]:g} s while reading') from None
+                except (urllib3.exceptions.DecodeError, zlib.error): raise DownloadError('broken download: the compressed body does not decode') from None
                 except (urllib3.exceptions.HTTPError, OSError) as e: raise DownloadError(f'connection error: {type(e).__name__} while reading') from None
                 if not chunk: break
                 if not buf and (why := _not_image(chunk)): raise DownloadError(why)
@@ -289,7 +379,7 @@ def _fetch_once(url, s, timeout, end, deadline, max_bytes, max_redirects, stop):
 def fetch_bytes(url:str, # the web address of one image
                 session:requests.Session|None=None, # reuse one session (and its connections) across calls
                 timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
-                deadline:float=30., # seconds for the whole file, retries included
+                deadline:float=30., # seconds for the whole file (connecting, headers, body, retries), whatever the server does
                 max_bytes:int=20_000_000, # refuse files larger than this
                 max_redirects:int=5, # follow at most this many redirects
                 retries:int=2, # try again this many times after HTTP 408, 429 or 5xx
@@ -300,26 +390,63 @@ def fetch_bytes(url:str, # the web address of one image
     s = session or _session()
     timeout = timeout if isinstance(timeout, tuple) else (float(timeout), float(timeout))
     end = time.monotonic() + deadline
-    for attempt in range(retries + 1):
-        try: return _fetch_once(url, s, timeout, end, deadline, max_bytes, max_redirects, stop)
-        except _Retry as e:
-            wait = min(max_wait, e.wait if e.wait is not None else 0.5 * 2**attempt)
-            if attempt == retries or time.monotonic() + wait >= end: raise DownloadError(e.reason) from None
-            if stop is None: time.sleep(wait)
-            elif stop.wait(wait): raise _Stopped() from None
+    with _watched(end, stop) as w:  # shuts the socket at the deadline, even mid-header or mid-decompression
+        for attempt in range(retries + 1):
+            try: return _fetch_once(url, s, timeout, end, deadline, max_bytes, max_redirects, stop)
+            except _Retry as e:
+                wait = min(max_wait, e.wait if e.wait is not None else 0.5 * 2**attempt)
+                if attempt == retries or time.monotonic() + wait >= end: raise DownloadError(e.reason) from None
+                if stop is None: time.sleep(wait)
+                elif stop.wait(wait): raise _Stopped() from None
+            except _Stopped: raise
+            except DownloadError:
+                if w.fired: _expired(w, stop, end, deadline)
+                raise
+            except Exception as e:  # whatever a hostile server provokes in the HTTP stack: this URL alone fails
+                if w.fired: _expired(w, stop, end, deadline)
+                raise DownloadError(f'bad response: {type(e).__name__}') from None
+
+def _expired(w, stop, end, deadline):
+    "Raise what a fired watch means: the run was stopped, or the file ran past its deadline"
+    if stop is not None and stop.is_set(): raise _Stopped()
+    raise DownloadError(f'timeout: over the {deadline:g} s deadline') from None
 
 # %% ../nbs/01_gather.ipynb #247d6a80
 _KEEP = {'JPEG': '.jpg', 'PNG': '.png', 'WEBP': '.webp', 'BMP': '.bmp', 'TIFF': '.tif', 'GIF': '.gif'}
+_BYTES_PER_PIXEL = {'1': 1, 'L': 1, 'P': 1, 'LA': 2, 'La': 2, 'PA': 2, 'RGB': 3, 'YCbCr': 3, 'LAB': 3, 'HSV': 3,
+                    'I;16': 2, 'I;16L': 2, 'I;16B': 2, 'I;16N': 2}  # anything else: 4
+
+class _Budget:
+    "Bytes of decoded pixels that may be in memory at once, over all threads; one picture may always go alone"
+    def __init__(self, limit:int): self.limit, self.used, self.cond = limit, 0, threading.Condition()
+    @contextmanager
+    def __call__(self, n:int):
+        with self.cond:
+            self.cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+        try: yield
+        finally:
+            with self.cond: self.used -= n; self.cond.notify_all()
+
+decode_budget = _Budget(768 * 2**20)  # with the largest pictures allowed (50 megapixels), one or two decode at a time
+
+def _to_8bit(im:Image.Image) -> Image.Image:
+    "A 16- or 32-bit greyscale picture as 8-bit greyscale, without going through floating point"
+    a = np.asarray(im)
+    if im.mode.startswith('I;16'): return Image.fromarray((a >> 8).astype(np.uint8))
+    if im.mode == 'F':
+        lo, hi = float(a.min()), float(a.max())
+        return Image.fromarray(((a - lo) * (255 / ((hi - lo) or 1)) + 0.5).clip(0, 255).astype(np.uint8))
+    hi = int(a.max()) if a.size else 0
+    if hi <= 255: return Image.fromarray(a.clip(0, 255).astype(np.uint8))
+    div = 257 if hi <= 65535 else -(-hi // 255)  # 16-bit values stored in 32 bits, else the whole range
+    return Image.fromarray((a.clip(0, None) // div).astype(np.uint8))
 
 def _to_rgb(im:Image.Image) -> tuple[Image.Image, str|None]:
     "`im` as 8-bit RGB or greyscale, and a note of what was changed"
     m = im.mode
     if m in ('RGB', 'L'): return im, None
-    if m.startswith('I') or m == 'F':  # 16-bit or 32-bit greyscale
-        a = np.asarray(im).astype(np.float64)
-        hi = 65535. if (m.startswith('I;16') or a.max() > 255) else 255.
-        if m == 'F': a, hi = a - a.min(), (a.max() - a.min()) or 1.
-        return Image.fromarray(np.clip(a / hi * 255 + 0.5, 0, 255).astype(np.uint8)), f'converted {m} to 8-bit'
+    if m.startswith('I') or m == 'F': return _to_8bit(im), f'converted {m} to 8-bit'  # 16-bit or 32-bit greyscale
     if m == '1': return im.convert('L'), 'converted 1-bit to greyscale'
     if m in ('RGBA', 'LA', 'PA', 'La', 'RGBa') or (m == 'P' and 'transparency' in im.info):
         rgba = im.convert('RGBA')
@@ -340,23 +467,29 @@ def load_image(data:bytes, # the whole file, as downloaded or read
     "Check `data` decodes as a usable picture; return the bytes to store, their extension and facts (`width`, `height`, `phash`, `note`)"
     if not data: raise DownloadError('empty: zero bytes')
     if why := _not_image(data[:2048]): raise DownloadError(why)
-    notes = []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=_formats())
             w, h, fmt = *im.size, im.format
             if w * h > max_pixels: raise DownloadError(f'decompression bomb: {w}x{h} pixels, the limit is {max_pixels:,}')
-            frames = getattr(im, 'n_frames', 1)
+            if min(w, h) < min_size: raise DownloadError(f'too small: {w}x{h} px, the minimum is {min_size} px')
+            animated = bool(getattr(im, 'is_animated', False))  # looks at the second frame only, never counts them all
             if shrink and fmt == 'JPEG' and max(w, h) > shrink: im.draft(None, (shrink, shrink))  # decode at 1/2, 1/4 or 1/8 scale
-            im.load()
+            cost = im.size[0] * im.size[1] * (3 * _BYTES_PER_PIXEL.get(im.mode, 4) + 3)  # decoded, converted, shrunk
+            with decode_budget(cost):
+                im.load()
+                return _finish(data, im, w, h, fmt, animated, shrink, quality)
     except DownloadError: raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DownloadError(f'decompression bomb: over {Image.MAX_IMAGE_PIXELS:,} pixels') from None
     except Image.UnidentifiedImageError: raise DownloadError(_unknown(data)) from None
-    except Exception as e: raise DownloadError(f'broken image: {e}') from None
-    if min(w, h) < min_size: raise DownloadError(f'too small: {w}x{h} px, the minimum is {min_size} px')
-    if frames > 1: notes.append(f'animated ({frames} frames): kept the first')
+    except MemoryError: raise DownloadError('too large to decode: out of memory') from None
+    except Exception as e: raise DownloadError(f'broken image: {e}'[:200]) from None
+
+def _finish(data, im, w, h, fmt, animated, shrink, quality) -> tuple[bytes, str, dict]:
+    "Turn a decoded picture upright, make it 8-bit, shrink it, hash it; the bytes to store, their extension and facts"
+    notes = ['animated: kept the first frame'] if animated else []
     drafted = im.size != (w, h)
     try: orientation = im.getexif().get(0x0112, 1)
     except Exception: orientation = 1  # unreadable EXIF: take the picture as stored
@@ -381,8 +514,15 @@ def _formats() -> list[str]:
     Image.init()
     return [f for f in _PHOTO_FORMATS if f in Image.OPEN]
 
+_HEIF_BRANDS = {b'heic', b'heix', b'heim', b'heis', b'hevc', b'hevx', b'hevm', b'hevs', b'mif1', b'msf1'}
+
 def _unknown(data:bytes) -> str:
-    "Why `data` is refused when no photo format reads it: name the format if Pillow knows it (reading the header only)"
+    "Why `data` is refused when no photo format reads it: name the format if known (reading the header only)"
+    if data[4:8] == b'ftyp':
+        brand = data[8:12]
+        if brand in _HEIF_BRANDS: return ('not used: HEIC/HEIF photo (the iPhone format); convert it to JPEG first, e.g. with '
+                                          'the pillow-heif package, or set the camera to "Most Compatible"')
+        if brand in (b'avif', b'avis'): return 'not used: AVIF picture, which this Pillow cannot read; convert it to JPEG first'
     try:
         with Image.open(io.BytesIO(data)) as im: return f'not an image: {im.format} files are not used'
     except Exception: return 'not an image: unknown format'
@@ -391,6 +531,18 @@ def _unknown(data:bytes) -> str:
 MANIFEST_FIELDS = ['class', 'source', 'query', 'url', 'status', 'reason', 'file', 'sha', 'phash', 'width', 'height',
                    'bytes', 'licence', 'author', 'source_page', 'title', 'note', 'cross_class']
 _CAND_FIELDS = ['class', 'source', 'query', 'url', 'sha', 'licence', 'author', 'source_page', 'title']
+
+class _StoreError(Exception): "Writing into the dataset folder failed (disk full, no permission): the run stops"
+
+def _local_url(path:Path) -> str:
+    "The manifest's `url` for a file of the user's: its path, or a `file:` URI when the name is not valid text"
+    s = str(path)
+    try: s.encode('utf-8'); return s
+    except UnicodeEncodeError: return path.as_uri()
+
+def _local_path(url:str) -> Path:
+    "The file a folder candidate's `url` names"
+    return Path(os.fsdecode(unquote_to_bytes(urlparse(url).path))) if url.startswith('file:') else Path(url)
 
 def _read_local(path:Path, max_bytes:int) -> bytes:
     "The bytes of a local file within the size limit; raise `DownloadError` saying why not"
@@ -403,20 +555,28 @@ def _process(cands:list, root:Path, session, fetch_kw:dict, load_kw:dict, stop) 
     "Fetch (or read) one URL once, check it, and store it for every class that asked for it; return their manifest rows"
     rows = [{k: c.get(k, '') for k in _CAND_FIELDS} | dict(status='dropped', reason='', file='', phash='', note='', cross_class='',
                                                         width=None, height=None, bytes=None) for c in cands]
+    c0 = cands[0]
     try:
-        if cands[0].get('source') == 'folder': data = _read_local(Path(cands[0]['url']), fetch_kw['max_bytes'])
-        else: data = fetch_bytes(cands[0]['url'], session, stop=stop, **fetch_kw)
+        if c0.get('source') == 'folder': data = _read_local(_local_path(c0['url']), fetch_kw['max_bytes'])
+        else: data = fetch_bytes(c0.get('_fetch_url') or c0['url'], session, stop=stop, **fetch_kw)
         sha = hashlib.sha256(data).hexdigest()
         for r in rows: r.update(bytes=len(data), sha=sha)
         out, ext, info = load_image(data, **load_kw)
-    except DownloadError as e:
-        for r in rows: r['reason'] = e.reason
+    except _Stopped: raise
+    except DownloadError as e: reason = e.reason
+    except MemoryError: reason = 'too large to decode: out of memory'
+    except Exception as e: reason = f'error: {type(e).__name__}: {e}'[:200]  # one candidate's problem never stops the run
+    else: reason = None
+    if reason is not None:
+        for r in rows: r['reason'] = reason
         return rows
     for r, c in zip(rows, cands):
         if c.get('sha') and c['sha'] != sha:  # rebuilding from a manifest: it must be the same picture
             r['reason'] = f"changed: the file's SHA-256 starts {sha[:16]}, not {c['sha'][:16]}"; continue
         rel = Path(r['class'] or '.')/f'{sha[:16]}{ext}'
-        if not (root/rel).exists(): atomic_write_bytes(root/rel, out)
+        try:
+            if not (root/rel).exists(): atomic_write_bytes(root/rel, out)
+        except OSError as e: raise _StoreError(f'could not write {root/rel}: {e.strerror or e}') from None
         r.update(status='kept', file=rel.as_posix(), **info)
     return rows
 
@@ -436,35 +596,45 @@ def _run(cands:list, root:Path, workers:int, progress:bool, on_row, fetch_kw:dic
     try:
         futs = [ex.submit(work, g) for g in by_url.values()]
         it = as_completed(futs)
-        if progress:
-            from fastprogress.fastprogress import progress_bar
-            it = progress_bar(it, total=len(futs))
+        if progress: it = _progress(it, len(futs))
         for f in it:
             rows += f.result()
             if on_tick: on_tick()
-    except KeyboardInterrupt: stop.set(); raise
+    except BaseException:  # Ctrl-C, a full disk: stop every download now (their sockets are shut), keep what finished
+        stop.set(); raise
     finally: ex.shutdown(wait=True, cancel_futures=True); session.close()
     return rows
 
+def _progress(it, total:int):
+    "A progress bar in a terminal or notebook; in a log (not a terminal) a line at every tenth of the way"
+    import sys
+    if sys.stdout.isatty() or 'ipykernel' in sys.modules:
+        from fastprogress.fastprogress import progress_bar
+        yield from progress_bar(it, total=total); return
+    step, t0 = max(1, total // 10), time.monotonic()
+    for i, x in enumerate(it, 1):
+        yield x
+        if i % step == 0 or i == total: print(f'{i}/{total} candidates done ({time.monotonic() - t0:.0f} s)', flush=True)
+
+@delegates(fetch_bytes, but=['session', 'stop', 'max_redirects', 'max_wait'])
 def download_images(urls:list[str], # image URLs
                     dest:Path, # folder to save the good pictures into
                     shrink:int|None=400, # shrink so the longest side is at most this (0 or None: keep the size)
                     min_size:int=64, # refuse pictures whose short side is smaller than this
                     workers:int=64, # downloads at the same time
                     progress:bool=True, # show a progress bar
-                    timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
-                    deadline:float=30., # seconds for each whole file, retries included
-                    max_bytes:int=20_000_000, # refuse files larger than this
-                    retries:int=2, # tries again after HTTP 408, 429 or 5xx
-                   ) -> list[dict]:
+                    **kwargs):
     "Download, check and save the pictures at `urls` into `dest`, in parallel; one record per URL, in the order given"
     dest = Path(dest).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     cands = [dict(source='urls', url=u, **{'class': ''}) for u in dict.fromkeys(urls)]
-    rows = _run(cands, dest, workers, progress, None, dict(timeout=timeout, deadline=deadline, max_bytes=max_bytes,
-                retries=retries), dict(shrink=shrink, min_size=min_size))
+    rows = _run(cands, dest, workers, progress, None, _fetch_kw(**kwargs), dict(shrink=shrink, min_size=min_size))
     order = {u: i for i, u in enumerate(dict.fromkeys(urls))}
     return sorted(rows, key=lambda r: order[r['url']])
+
+def _fetch_kw(timeout=(5., 4.), deadline=30., max_bytes=20_000_000, retries=2) -> dict:
+    "The limits each download runs under (see `fetch_bytes`)"
+    return dict(timeout=timeout, deadline=deadline, max_bytes=max_bytes, retries=retries)
 
 # %% ../nbs/01_gather.ipynb #1d898ab5
 def _popcount(x:np.ndarray) -> np.ndarray:
@@ -517,18 +687,57 @@ def dedupe(rows:list[dict], # manifest rows; those with status 'kept' are compar
 
 # %% ../nbs/01_gather.ipynb #b05d4e57
 _NUMERIC = ('width', 'height', 'bytes')
+_STATUSES = ('kept', 'dropped', 'pending')
+_STORED = re.compile(r'[0-9a-f]{16}\.(jpg|png|webp|bmp|tif|gif)')
+_FORMULA = ('=', '+', '-', '@', '\t', '\r')
+
+def _check_row(r:dict, where:str) -> dict:
+    "A manifest row with every field checked, numbers as `int`; raise `ImgclfError` naming `where` if it is unsafe or malformed"
+    def bad(msg): raise ImgclfError(f'{where}: {msg}. The manifest was changed by hand or comes from elsewhere; '
+                                    'fix or delete that row (or the whole manifest.csv) and run again.')
+    out = {}
+    for k in MANIFEST_FIELDS:
+        v = r.get(k)
+        v = '' if v is None else v
+        if k in _NUMERIC:
+            s = str(v).strip()
+            try: out[k] = int(float(s)) if s else None  # a spreadsheet may have saved 160 as 160.0
+            except (ValueError, OverflowError): bad(f'{k} is {s[:20]!r}, not a number')
+            continue
+        if not isinstance(v, str): bad(f'{k} is not text')
+        if v[:1] == "'" and v[1:2] in _FORMULA: v = v[1:]  # written with a quote so spreadsheets show it as text
+        out[k] = v
+    c = out['class']
+    try: check_class_name(c)
+    except ImgclfError as e: bad(str(e))
+    if out['status'] not in _STATUSES: bad(f"status is {out['status'][:20]!r}, not one of {', '.join(_STATUSES)}")
+    f = out['file']
+    if f and not (f.count('/') == 1 and f.split('/')[0] == c and _STORED.fullmatch(f.split('/')[1])):
+        bad(f'file {f[:80]!r} is not a picture gather stores for class {c!r} (that is {c}/<16 hex digits>.<ext>)')
+    if out['status'] == 'kept' and not (f and out['sha']): bad('a kept row needs its file and its SHA-256')
+    if out['sha'] and not re.fullmatch(r'[0-9a-f]{64}', out['sha']): bad(f"sha {out['sha'][:20]!r} is not a SHA-256")
+    return out
 
 def read_manifest(path:Path, # a manifest.csv, or the dataset folder holding one
                  ) -> list[dict]:
-    "The rows of a manifest, numbers as `int` (or `None` when empty)"
+    "The rows of a manifest, each checked (it may come from someone else), numbers as `int` (or `None` when empty)"
     p = Path(path).expanduser()
     if p.is_dir(): p = p/'manifest.csv'
     if not p.exists(): raise ImgclfError(f'Manifest not found: {p}')
     try:
-        with open(p, newline='', encoding='utf-8') as f: rows = list(csv.DictReader(f))
+        with open(p, newline='', encoding='utf-8-sig') as f: rows = list(csv.DictReader(f))
     except (csv.Error, UnicodeDecodeError) as e: raise ImgclfError(f'{p} is not a readable manifest CSV: {e}') from None
+    except OSError as e: raise ImgclfError(f'Cannot read the manifest {p}: {e.strerror or e}') from None
     if rows and not {'class', 'url', 'status'} <= set(rows[0]): raise ImgclfError(f'{p} is not an imgclf manifest (no class/url/status columns)')
-    return [{k: (int(r[k]) if r.get(k) else None) if k in _NUMERIC else (r.get(k) or '') for k in MANIFEST_FIELDS} for r in rows]
+    return [_check_row(r, f'{p}, row {i}') for i, r in enumerate(rows, 2)]
+
+def _cell(v) -> str:
+    "A value as a CSV cell: text a spreadsheet would run as a formula is quoted; text that is not valid UTF-8 is escaped"
+    if v is None: return ''
+    v = str(v)
+    try: v.encode('utf-8')
+    except UnicodeEncodeError: v = v.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    return "'" + v if v.startswith(_FORMULA) else v
 
 def write_manifest(path:Path, # where to write the CSV
                    rows:list[dict], # manifest rows
@@ -536,7 +745,7 @@ def write_manifest(path:Path, # where to write the CSV
     "Write `rows` as a manifest CSV, atomically"
     b = io.StringIO()
     w = csv.DictWriter(b, MANIFEST_FIELDS, extrasaction='ignore', lineterminator='\n')
-    w.writeheader(); w.writerows({k: ('' if r.get(k) is None else r.get(k)) for k in MANIFEST_FIELDS} for r in rows)
+    w.writeheader(); w.writerows({k: _cell(r.get(k)) for k in MANIFEST_FIELDS} for r in rows)
     return atomic_write_bytes(Path(path), b.getvalue().encode('utf-8'))
 
 class _Manifest:
@@ -545,22 +754,26 @@ class _Manifest:
         self.path, self.journal, self.lock = root/'manifest.csv', root/'.manifest.journal', threading.Lock()
         self.rows = {(r['class'], r['url']): r for r in (read_manifest(self.path) if self.path.exists() else [])}
         if self.journal.exists():
-            for line in self.journal.read_text(encoding='utf-8', errors='replace').splitlines():
+            for i, line in enumerate(self.journal.read_text(encoding='utf-8', errors='replace').splitlines(), 1):
                 try: r = json.loads(line)
                 except ValueError: continue  # a line cut short when a run was killed
+                if not isinstance(r, dict): continue
+                r = _check_row(r, f'{self.journal}, line {i}')
                 self.rows[(r['class'], r['url'])] = r
         self.checkpoint()
         self._j, self._t = open(self.journal, 'a', encoding='utf-8'), time.monotonic()
 
     def add(self, row:dict):
-        "A new candidate, unless it is already known"
-        self.rows.setdefault((row['class'], row['url']), row)
+        "A new candidate, unless it is already known (then only its address to fetch from is remembered, in memory)"
+        r = self.rows.setdefault((row['class'], row['url']), row)
+        if r is not row and row.get('_fetch_url'): r['_fetch_url'] = row['_fetch_url']
 
     def update(self, row:dict):
         "Record a finished row; safe to call from worker threads"
         with self.lock:
             self.rows[(row['class'], row['url'])] = row
-            self._j.write(json.dumps(row) + '\n'); self._j.flush()
+            self._j.write(json.dumps({k: _cell(row.get(k)) if k not in _NUMERIC else row.get(k) for k in MANIFEST_FIELDS}) + '\n')
+            self._j.flush()
 
     def checkpoint(self, every:float=0.):
         "Write the CSV and empty the journal (at most once every `every` seconds)"
@@ -576,9 +789,7 @@ class _Manifest:
 
 # %% ../nbs/01_gather.ipynb #f5ff4984
 _PART = re.compile(r'^\..+\.part$')
-
-def _class_name_ok(c:str) -> bool:
-    return bool(c) and c == c.strip() and not c.startswith(('.', '_')) and not re.search(r'[/\\\x00]', c)
+_RESERVED = {'manifest.csv'}
 
 def _sources(classes:dict, dest:Path, search:str) -> list[tuple]:
     "Check the class -> source mapping before any download; return (class, kind, value) triples"
@@ -587,18 +798,20 @@ def _sources(classes:dict, dest:Path, search:str) -> list[tuple]:
     if search not in ('ddgs', 'commons'): raise ImgclfError(f"search must be 'ddgs' or 'commons', not {search!r}")
     out = []
     for c, srcs in classes.items():
-        if not isinstance(c, str) or not _class_name_ok(c):
-            raise ImgclfError(f'Class name {c!r} cannot be a folder name: use a name without / or \\ that does not start with . or _')
+        check_class_name(c)
+        _class_dir(dest, c)
         for s in (srcs if isinstance(srcs, (list, tuple)) else [srcs]):
-            if isinstance(s, str) and (m := re.match(r'^(ddgs|commons):(.+)$', s.strip())):
-                out.append((c, m.group(1), m.group(2).strip())); continue
+            if isinstance(s, str) and (m := re.match(r'^(ddgs|ddg|commons):(.+)$', s.strip())):
+                out.append((c, 'commons' if m.group(1) == 'commons' else 'ddgs', m.group(2).strip())); continue
             if not isinstance(s, (str, Path)):
                 raise ImgclfError(f'Class {c!r}: a source is a search term, a URL file or a folder, not {s!r}')
             if isinstance(s, str) and not s.strip(): raise ImgclfError(f'Class {c!r} has an empty source')
             looks_like_path = isinstance(s, Path) or s.endswith(('.txt', '.csv')) or '/' in s or os.sep in s or Path(s).expanduser().exists()
             if not looks_like_path: out.append((c, search, s.strip())); continue
             p = Path(s).expanduser()
-            if not p.exists(): raise ImgclfError(f'Source for class {c!r} not found: {p}')
+            if not p.exists():
+                hint = '' if isinstance(s, Path) or s.endswith(('.txt', '.csv')) else f'; if {s!r} is a search term, write it as ddg:{s}'
+                raise ImgclfError(f'Source for class {c!r} not found: {p}{hint}')
             if p.is_file(): read_url_file(p); out.append((c, 'urls', p)); continue
             pr, dr = p.resolve(), dest.resolve()
             if pr == dr or dr in pr.parents or pr in dr.parents:
@@ -608,27 +821,54 @@ def _sources(classes:dict, dest:Path, search:str) -> list[tuple]:
             out.append((c, 'folder', p))
     return out
 
+def _class_dir(dest:Path, c:str) -> Path:
+    "The folder of class `c` in `dest`, refused if it is taken by a file or leads outside `dest` (a link)"
+    d = dest/c
+    if c in _RESERVED or (d.exists() and not d.is_dir()):
+        raise ImgclfError(f'Class {c!r} cannot be used: {d} is a file of the dataset folder, not a class folder; choose another name')
+    if d.is_symlink() or (d.exists() and dest.resolve() not in d.resolve().parents):
+        raise ImgclfError(f'Class folder {d} is a link to {d.resolve()}; gather only writes inside the dataset folder {dest}, '
+                          'so replace the link with a real folder')
+    return d
+
 def _folder_files(p:Path) -> list[Path]:
     "Every file under `p`, skipping hidden files and folders"
     return sorted(f for f in p.rglob('*') if f.is_file() and not any(x.startswith('.') for x in f.relative_to(p).parts))
 
 # %% ../nbs/01_gather.ipynb #0e76b5da
+def _sha256(f:Path) -> str|None:
+    "SHA-256 of a file's bytes, or `None` if it cannot be read"
+    try: return hashlib.sha256(f.read_bytes()).hexdigest()
+    except OSError: return None
+
+def _remove_own(root:Path, row:dict) -> bool:
+    "Delete the picture `row` stored, only if it is still the very file gather wrote (same place, same SHA-256)"
+    f = root/row['file']
+    if not (row['file'] and row['sha'] and f.is_file() and not f.is_symlink()): return False
+    if f.resolve().parent != (root/row['class']).resolve() or _sha256(f) != row['sha']: return False
+    f.unlink(); return True
+
 def _reconcile(man:_Manifest, root:Path):
     "Remove what interrupted runs left behind, and mark kept rows whose file was deleted since"
-    for f in list(root.glob('.*.part')) + list(root.glob('*/.*.part')):
-        if _PART.match(f.name): f.unlink(missing_ok=True)
+    classes = sorted({r['class'] for r in man.rows.values()})
+    for d in [root] + [root/c for c in classes if (root/c).is_dir() and not (root/c).is_symlink()]:
+        for f in d.glob('.*.part'):
+            if _PART.match(f.name) and f.is_file() and not f.is_symlink(): f.unlink(missing_ok=True)
     for r in man.rows.values():
-        if r['status'] == 'kept' and not (root/r['file']).exists():
+        if r['status'] == 'kept' and not (root/r['file']).is_file():
             r.update(status='dropped', reason='removed: the file was deleted from the dataset folder', file='')
     kept = {r['file'] for r in man.rows.values() if r['status'] == 'kept'}
-    dropped = {(r['class'], (r.get('sha') or '')[:16]) for r in man.rows.values() if r['status'] == 'dropped' and r.get('sha')}
+    dropped = {}
+    for r in man.rows.values():
+        if r['status'] == 'dropped' and r['sha']: dropped.setdefault((r['class'], r['sha'][:16]), r)
     for f in _unknown_files(man, root, kept):
-        if (f.parent.name, f.stem) in dropped: f.unlink()  # a duplicate whose deletion a killed run did not finish
+        if r := dropped.get((f.parent.name, f.stem)):  # a duplicate whose deletion a killed run did not finish
+            _remove_own(root, dict(r, file=f'{f.parent.name}/{f.name}'))
 
 def _unknown_files(man:_Manifest, root:Path, kept:set|None=None) -> list[Path]:
     "Files in the class folders that no kept row of the manifest lists"
     kept = kept if kept is not None else {r['file'] for r in man.rows.values() if r['status'] == 'kept'}
-    return [f for c in sorted({r['class'] for r in man.rows.values()}) if c and (root/c).is_dir()
+    return [f for c in sorted({r['class'] for r in man.rows.values()}) if c and (root/c).is_dir() and not (root/c).is_symlink()
             for f in sorted((root/c).iterdir()) if f.is_file() and not f.name.startswith('.') and f'{c}/{f.name}' not in kept]
 
 def _searched(man:_Manifest, c:str, kind:str, term:str, variants) -> bool:
@@ -691,92 +931,128 @@ class GatherReport:
         return '\n'.join(lines)
 
 # %% ../nbs/01_gather.ipynb #30b06769
-def _gather_core(dest:Path, man:_Manifest, cands:list, errors:list, todo_classes, workers, progress, near_dup,
-                 fetch_kw, load_kw) -> GatherReport:
-    "Download what the manifest still needs, deduplicate, write the manifest: the part `gather` and `rebuild` share"
+@contextmanager
+def _open_dataset(dest:Path):
+    "The dataset folder's manifest, the folder created if needed and locked so no second gather writes into it meanwhile"
+    try: dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = 'a file is in the way' if isinstance(e, (FileExistsError, NotADirectoryError)) else (e.strerror or str(e))
+        raise ImgclfError(f'Cannot create the dataset folder {dest}: {why}') from None
+    lock = filelock.FileLock(dest/'.gather.lock')
+    try: lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise ImgclfError(f'Another gather is writing to {dest} now (it holds {lock.lock_file}); wait until it ends, then run again') from None
+    except OSError as e: raise ImgclfError(f'Cannot write into the dataset folder {dest}: {e.strerror or e}') from None
     try:
-        for c in cands: man.add({k: c.get(k, '') for k in _CAND_FIELDS} | dict(status='pending'))
-        man.checkpoint()
-        todo = [r for r in man.rows.values() if r['class'] in todo_classes
-                and (r['status'] == 'pending' or r['status'] == 'dropped' and is_transient(r['reason']))]
-        _run(todo, dest, workers, progress, man.update, fetch_kw, load_kw, on_tick=lambda: man.checkpoint(every=5))
-        rows = list(man.rows.values())
-        before = {id(r): r['status'] for r in rows}
-        dedupe(rows, near_dup)
-        used = {r['file'] for r in rows if r['status'] == 'kept'}
-        for r in rows:
-            if before[id(r)] == 'kept' and r['status'] == 'dropped':
-                man.update(r)  # recorded first: if killed before the unlink, the next run removes the file
-                if r['file'] not in used: (dest/r['file']).unlink(missing_ok=True)
-                r['file'] = ''
-    finally: man.close()
+        try: man = _Manifest(dest)
+        except OSError as e: raise ImgclfError(f'Cannot write the manifest in {dest}: {e.strerror or e}') from None
+        try: yield man
+        finally: man.close()
+    finally: lock.release()
+
+def _check_limits(shrink, min_size, workers, near_dup, timeout, deadline, max_bytes, retries):
+    "Refuse settings that make no sense, naming them, before anything is downloaded"
+    def need(ok, msg):
+        if not ok: raise ImgclfError(msg)
+    num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+    need(shrink is None or (isinstance(shrink, int) and shrink >= 0), f'shrink must be 0 (keep the size) or a number of pixels, not {shrink!r}')
+    need(isinstance(min_size, int) and min_size >= 1, f'min_size must be a number of pixels of at least 1, not {min_size!r}')
+    need(isinstance(workers, int) and workers >= 1, f'workers must be at least 1, not {workers!r}')
+    need(isinstance(near_dup, int) and -1 <= near_dup <= 64, f'near_dup must be between -1 (exact copies only) and 64 bits, not {near_dup!r}')
+    t = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    need(len(t) == 2 and all(num(x) and x > 0 for x in t), f'timeout must be a number of seconds above 0 (or two), not {timeout!r}')
+    need(num(deadline) and deadline > 0, f'deadline must be a number of seconds above 0, not {deadline!r}')
+    need(isinstance(max_bytes, int) and max_bytes > 0, f'max_bytes must be a number of bytes above 0, not {max_bytes!r}')
+    need(isinstance(retries, int) and retries >= 0, f'retries must be 0 or more, not {retries!r}')
+
+def _gather_core(dest:Path, man:_Manifest, cands:list, errors:list, todo_classes:set,
+                 shrink:int|None=400, # shrink so the longest side is at most this many pixels (0 or None: keep the size)
+                 workers:int=64, # downloads at the same time
+                 min_size:int=64, # refuse pictures whose short side is smaller than this
+                 near_dup:int=6, # pictures whose hashes differ in at most this many bits are duplicates (-1: exact only)
+                 timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
+                 deadline:float=30., # seconds for each whole file, retries included, whatever the server does
+                 max_bytes:int=20_000_000, # refuse files larger than this
+                 retries:int=2, # tries again after HTTP 408, 429 or 5xx
+                 progress:bool=True, # show a progress bar
+                ) -> GatherReport:
+    "Download what the manifest still needs, deduplicate, write the manifest: the part `gather` and `rebuild` share"
+    for c in cands: man.add({k: c.get(k, '') for k in _CAND_FIELDS + ['_fetch_url']} | dict(status='pending'))
+    man.checkpoint()
+    todo = [r for r in man.rows.values() if r['class'] in todo_classes
+            and (r['status'] == 'pending' or r['status'] == 'dropped' and is_transient(r['reason']))]
+    for r in todo:
+        if '***@' in r['url'] and not r.get('_fetch_url'):  # its password was never stored: it cannot be fetched again
+            r.update(status='dropped', reason='needs a password: list the URL with its password again to fetch it'); man.update(r)
+    todo = [r for r in todo if r['status'] == 'pending' or is_transient(r['reason'])]
+    try: _run(todo, dest, workers, progress, man.update, _fetch_kw(timeout, deadline, max_bytes, retries),
+              dict(shrink=shrink, min_size=min_size), on_tick=lambda: man.checkpoint(every=5))
+    except _StoreError as e: raise ImgclfError(f'{e}; the pictures gathered so far are kept, run again to go on') from None
+    rows = list(man.rows.values())
+    before = {id(r): r['status'] for r in rows}
+    dedupe(rows, near_dup)
+    used = {r['file'] for r in rows if r['status'] == 'kept'}
+    for r in rows:
+        if before[id(r)] == 'kept' and r['status'] == 'dropped':
+            man.update(r)  # recorded first: if killed before the unlink, the next run removes the file
+            if r['file'] not in used: _remove_own(dest, r)
+            r['file'] = ''
     return GatherReport(dest, list(man.rows.values()), errors, _unknown_files(man, dest), len(todo))
 
 # %% ../nbs/01_gather.ipynb #8b0bc037
+@delegates(_gather_core, but=['dest', 'man', 'cands', 'errors', 'todo_classes'])
 def gather(dest:Path, # dataset folder to create or top up; one sub-folder per class
            classes:dict, # class name -> search term, URL file, folder of pictures, or a list of these
            max_images:int=150, # results to take from each search
-           shrink:int|None=400, # shrink so the longest side is at most this many pixels (0 or None: keep the size)
-           workers:int=64, # downloads at the same time
-           min_size:int=64, # refuse pictures whose short side is smaller than this
            search:str='ddgs', # where plain search terms are looked up: 'ddgs' or 'commons'
            variants=QUERY_VARIANTS, # query templates for ddgs; `{term}` is replaced by the term
-           near_dup:int=6, # pictures whose hashes differ in at most this many bits are duplicates (-1: exact only)
-           timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
-           deadline:float=30., # seconds for each whole file, retries included
-           max_bytes:int=20_000_000, # refuse files larger than this
-           retries:int=2, # tries again after HTTP 408, 429 or 5xx
-           progress:bool=True, # show a progress bar
            ddg_url:str=DDG_URL, # where DuckDuckGo is (tests point it at a local server)
            commons_url:str=COMMONS_API, # where the Wikimedia Commons API is (tests point it at a local server)
-          ) -> GatherReport:
+           **kwargs) -> GatherReport:
     "Build or top up a folder-per-class dataset in `dest` from searches, URL files and folders; a second run resumes"
     dest = Path(dest).expanduser()
+    _check_limits(**_limits(kwargs))
+    if not (isinstance(max_images, int) and max_images >= 1): raise ImgclfError(f'max_images must be at least 1, not {max_images!r}')
     if dest.exists() and not dest.is_dir(): raise ImgclfError(f'The dataset folder is a file: {dest}')
     plan = _sources(classes, dest, search)
-    dest.mkdir(parents=True, exist_ok=True)
-    man = _Manifest(dest)
-    _reconcile(man, dest)
-    cands, errors = [], []
-    for c, kind, value in plan:
-        if kind == 'urls': cands += [dict(source='urls', query=value.name, url=u, **{'class': c}) for u in read_url_file(value)]
-        elif kind == 'folder': cands += [dict(source='folder', query=str(value), url=str(f.resolve()), **{'class': c})
-                                         for f in _folder_files(value)]
-        elif _searched(man, c, kind, value, variants): continue
-        else:
-            if kind == 'ddgs': found, errs = _search_ddgs(value, max_images, variants, 'us-en', 'moderate', **_SEARCH_KW, base_url=ddg_url)
-            else: found, errs = _search_commons(value, max_images, shrink or None, **_SEARCH_KW, api_url=commons_url)
-            cands += [dict(r, **{'class': c}) for r in found]
-            errors += [(c, e) for e in errs] or ([] if found else [(c, f'{kind} {value!r}: no results')])
-    return _gather_core(dest, man, cands, errors, set(classes), workers, progress, near_dup,
-                        dict(timeout=timeout, deadline=deadline, max_bytes=max_bytes, retries=retries),
-                        dict(shrink=shrink, min_size=min_size))
+    with _open_dataset(dest) as man:
+        _reconcile(man, dest)
+        cands, errors = [], []
+        for c, kind, value in plan:
+            if kind == 'urls': cands += [dict(source='urls', query=value.name, url=_redact(u), _fetch_url=u, **{'class': c})
+                                         for u in read_url_file(value)]
+            elif kind == 'folder': cands += [dict(source='folder', query=_local_url(value), url=_local_url(f.resolve()), **{'class': c})
+                                             for f in _folder_files(value)]
+            elif _searched(man, c, kind, value, variants): continue
+            else:
+                if kind == 'ddgs': found, errs = _search_ddgs(value, max_images, variants, 'us-en', 'moderate', **_SEARCH_KW, base_url=ddg_url)
+                else: found, errs = _search_commons(value, max_images, kwargs.get('shrink', 400) or None, **_SEARCH_KW, api_url=commons_url)
+                cands += [dict(r, url=_redact(r['url']), _fetch_url=r['url'], **{'class': c}) for r in found]
+                errors += [(c, e) for e in errs] or ([] if found else [(c, f'{kind} {value!r}: no results')])
+        return _gather_core(dest, man, cands, errors, set(classes), **kwargs)
 
 _SEARCH_KW = dict(retries=3, backoff=2.0, timeout=10)
+_LIMITS = dict(shrink=400, min_size=64, workers=64, near_dup=6, timeout=(5., 4.), deadline=30., max_bytes=20_000_000, retries=2)
+
+def _limits(kw:dict) -> dict:
+    "The download and picture limits in `kw`, with the defaults for those not given"
+    return {k: kw.get(k, v) for k, v in _LIMITS.items()}
 
 # %% ../nbs/01_gather.ipynb #3596b599
+@delegates(_gather_core, but=['dest', 'man', 'cands', 'errors', 'todo_classes'])
 def rebuild(manifest:Path, # a manifest.csv, or the dataset folder holding one
             dest:Path, # folder to build the dataset in
-            shrink:int|None=400, # must match the `shrink` the dataset was gathered with, to get the same files
-            workers:int=64, # downloads at the same time
-            min_size:int=64, # refuse pictures whose short side is smaller than this
-            near_dup:int=6, # as in `gather`
-            timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
-            deadline:float=30., # seconds for each whole file, retries included
-            max_bytes:int=20_000_000, # refuse files larger than this
-            retries:int=2, # tries again after HTTP 408, 429 or 5xx
-            progress:bool=True, # show a progress bar
-           ) -> GatherReport:
-    "Build the dataset a manifest describes in `dest`: fetch each kept picture again and check it has not changed"
+            **kwargs) -> GatherReport:
+    "Build the dataset a manifest describes in `dest`: fetch each kept picture again and check it has not changed (give the `shrink` it was gathered with)"
+    _check_limits(**_limits(kwargs))
     rows = [r for r in read_manifest(manifest) if r['status'] == 'kept']
     if not rows: raise ImgclfError(f'{manifest} lists no kept pictures to rebuild from')
     dest = Path(dest).expanduser()
     if dest.exists() and not dest.is_dir(): raise ImgclfError(f'The dataset folder is a file: {dest}')
     src = Path(manifest).expanduser().resolve()
     if (dest/'manifest.csv').resolve() in (src, src/'manifest.csv'): raise ImgclfError(f'Rebuild into another folder than {dest}')
-    dest.mkdir(parents=True, exist_ok=True)
-    man = _Manifest(dest)
-    _reconcile(man, dest)
-    return _gather_core(dest, man, rows, [], {r['class'] for r in rows}, workers, progress, near_dup,
-                        dict(timeout=timeout, deadline=deadline, max_bytes=max_bytes, retries=retries),
-                        dict(shrink=shrink, min_size=min_size))
+    classes = {r['class'] for r in rows}
+    for c in classes: _class_dir(dest, c)
+    with _open_dataset(dest) as man:
+        _reconcile(man, dest)
+        return _gather_core(dest, man, rows, [], classes, **kwargs)

@@ -1,5 +1,5 @@
 "Tests of imgclf.gather against a real HTTP server on 127.0.0.1 that misbehaves in all the ways the web does"
-import io, json, os, re, signal, struct, subprocess, sys, threading, time, zlib
+import hashlib, io, json, os, re, signal, struct, subprocess, sys, threading, time, zlib
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlparse, parse_qs, unquote
@@ -323,7 +323,7 @@ def test_every_bad_download_is_dropped_with_its_reason(bad_server, tmp_path):
         '/ftp': ('dropped', 'bad url: ftp://example.com/x.jpg'),
         '/nowhere.jpg': ('dropped', 'http 404'),
     }
-    assert got['/drip.jpg'][1].startswith('timeout: over the 2.5 s deadline (')  # never silent for 1 s, but too slow in all
+    assert got['/drip.jpg'][1].startswith('timeout: over the 2.5 s deadline')  # never silent for 1 s, but too slow in all
     assert got['/cut.jpg'][1].startswith('broken image: image file is truncated')
     assert got['/lying-length.jpg'][1].startswith('broken image')  # only the announced 1,000 bytes are read
     assert got['/short-body.jpg'][1].startswith('connection error')  # promised 50,000 bytes, sent 2,000 and hung up
@@ -372,7 +372,7 @@ def test_conversions(tmp_path):
     assert im.size == (80, 120) and info['note'] == 'turned upright (EXIF orientation 6)'
     r, g, b = im.getpixel((70, 10)); assert r > 200 and g < 80  # the red corner is now top-right
     im, ext, info = stored(tmp_path, animated_gif())
-    assert info['note'].startswith('animated (3 frames): kept the first') and ext == '.jpg'
+    assert info['note'].startswith('animated: kept the first frame') and ext == '.jpg'
     r, g, b = im.convert('RGB').getpixel((50, 40)); assert r > 200 and g < 60 and b < 60
     big = enc(photo(7, (1000, 800)))
     im, ext, info = stored(tmp_path, big)
@@ -508,27 +508,41 @@ def test_killed_run_resumes_without_fetching_twice(srv, tmp_path):
     assert all(srv.served[f'/k{i}.jpg'] == 1 for i in range(n)), srv.served  # nothing downloaded twice
     assert srv.received[f'/k{k}.jpg'] == 2  # the request the kill interrupted was never answered
 
-def test_exception_mid_run_leaves_a_consistent_dataset(srv, tmp_path, monkeypatch):
+def test_failure_to_write_mid_run_leaves_a_consistent_dataset(srv, tmp_path, monkeypatch):
+    "A full disk halfway stops the run with a clear message; what was stored is kept, and the next run finishes the rest"
     n = 12
     for i in range(n): srv.add(f'/e{i}.jpg', enc(photo(90 + i)))
     dest, f = tmp_path/'ds', url_file(tmp_path, 'x', [srv.url + f'/e{i}.jpg' for i in range(n)])
-    calls, real = {'n': 0}, G.load_image
-    def flaky_load(data, **kw):
-        calls['n'] += 1
-        if calls['n'] == 5: raise RuntimeError('disk on fire')
-        return real(data, **kw)
-    monkeypatch.setattr(G, 'load_image', flaky_load)
-    with pytest.raises(RuntimeError, match='disk on fire'): gather(dest, {'x': f}, progress=False, timeout=1, workers=3)
+    calls, real = {'n': 0}, G.atomic_write_bytes
+    def full_disk(path, data):
+        calls['n'] += Path(path).name != 'manifest.csv'
+        if calls['n'] == 5 and Path(path).name != 'manifest.csv': raise OSError(28, 'No space left on device')
+        return real(path, data)
+    monkeypatch.setattr(G, 'atomic_write_bytes', full_disk)
+    with pytest.raises(ImgclfError, match='No space left on device; the pictures gathered so far are kept'):
+        gather(dest, {'x': f}, progress=False, timeout=1, workers=3)
     rows = consistent(dest)
     done = [r for r in rows if r['status'] == 'kept']
-    assert len(done) >= 4 and {r['status'] for r in rows} <= {'kept', 'pending'}
-    monkeypatch.setattr(G, 'load_image', real)
+    assert len(done) >= 4 and {r['status'] for r in rows} <= {'kept', 'pending'}, [r['reason'] for r in rows]
+    monkeypatch.setattr(G, 'atomic_write_bytes', real)
     rep = gather(dest, {'x': f}, progress=False, timeout=1)
     consistent(dest)
     assert rep.counts()['x'] == {'found': n, 'kept': n, 'duplicates': 0}
-    twice = [p for p, c in srv.served.items() if c > 1]
-    assert len(twice) == 1  # only the one whose check blew up
-    assert all(srv.served[r['url'].removeprefix(srv.url)] == 1 for r in done)
+    assert all(srv.served[r['url'].removeprefix(srv.url)] == 1 for r in done)  # what was stored is not fetched again
+
+def test_an_unexpected_error_drops_one_candidate_not_the_run(srv, tmp_path, monkeypatch):
+    n = 6
+    for i in range(n): srv.add(f'/u{i}.jpg', enc(photo(190 + i)))
+    dest, f = tmp_path/'ds', url_file(tmp_path, 'x', [srv.url + f'/u{i}.jpg' for i in range(n)])
+    real = G.load_image
+    def flaky_load(data, **kw):
+        if hashlib.sha256(data).hexdigest() == hashlib.sha256(enc(photo(192))).hexdigest(): raise RuntimeError('a bug')
+        return real(data, **kw)
+    monkeypatch.setattr(G, 'load_image', flaky_load)
+    rep = gather(dest, {'x': f}, progress=False, timeout=1, workers=3)
+    rows = by_url(consistent(dest), srv.url)
+    assert rows['/u2.jpg']['status'] == 'dropped' and rows['/u2.jpg']['reason'] == 'error: RuntimeError: a bug'
+    assert len(rep.kept) == n - 1 and not any(r['status'] == 'pending' for r in rep.rows)
 
 def test_own_folder_is_copied_not_touched(srv, tmp_path):
     mine = tmp_path/'my photos'; (mine/'trip').mkdir(parents=True)
@@ -556,7 +570,7 @@ def test_bad_requests_are_refused_before_downloading(tmp_path):
              ({'x': tmp_path/'missing.txt'}, f"Source for class 'x' not found: {tmp_path/'missing.txt'}"),
              ({'x': 'urls_missing.txt'}, 'not found'),
              ({'x': tmp_path/'empty'}, f"Source folder {tmp_path/'empty'} for class 'x' holds no files"),
-             ({'../x': 'bears'}, 'cannot be a folder name'), ({'.x': 'bears'}, 'cannot be a folder name'),
+             ({'../x': 'bears'}, "Class name '../x' cannot be used"), ({'.x': 'bears'}, "Class name '.x' cannot be used"),
              ({'x': ''}, 'empty source'), ({'x': 3}, 'source')]
     for classes, msg in cases:
         with pytest.raises(ImgclfError, match=None) as e: gather(tmp_path/'ds', classes, progress=False)
