@@ -34,8 +34,9 @@ setuptools.setup(
     ] + ['Programming Language :: Python :: '+o for o in py_versions[py_versions.index(min_python):]] + (['License :: ' + lic[1] ] if lic[1] else []),
     url = cfg['git_url'],
     packages = setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
-    include_package_data = True,
-    package_data = {cfg['lib_name']: ['nbs/*.ipynb']},
+    include_package_data = False,  # package_data below lists the data files
+    # the built-in flower photos (imgclf/flowers: class folders of JPEGs, their credits and licence, the key)
+    package_data = {cfg['lib_name']: ['nbs/*.ipynb', 'flowers/*.*', 'flowers/*/*.jpg']},
     install_requires = requirements,
     extras_require={ 'dev': dev_requirements },
     python_requires  = '>=' + cfg['min_python'],
