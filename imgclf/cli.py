@@ -133,9 +133,16 @@ def cmd_gather(args):
     for spec in args.classes:
         if '=' not in spec: raise ImgclfError(f'--class expects NAME=SOURCE, got {spec!r}')
         name, src = spec.split('=', 1)
-        classes[name.strip()] = src.strip()
-    rep = gather(Path(args.dest), classes, max_images=args.max_images, shrink=args.shrink)
+        classes.setdefault(name.strip(), []).append(src.strip())  # a class given twice gathers from both sources
+    rep = gather(Path(args.dest), classes, max_images=args.max_images, shrink=args.shrink, workers=args.workers,
+                 progress=not args.quiet)
     print(rep)
+    if not rep.kept:
+        print(f'imgclf gather: no pictures were gathered into {rep.path}' + (' (every search failed)' if rep.errors else ''),
+              file=sys.stderr)
+        return 1
+    if empty := [c for c, d in rep.counts().items() if d['kept'] == 0]:
+        print(f'imgclf gather: no pictures kept for {", ".join(map(repr, empty))}; see the reasons in {rep.manifest}', file=sys.stderr)
     return rep
 
 # %% ../nbs/08_cli.ipynb #9922919d
@@ -177,9 +184,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser('gather', help='build a dataset folder from the web, URL files or folders')
     s.add_argument('dest', help='dataset folder to create or extend')
     s.add_argument('--class', dest='classes', action='append', required=True, metavar='NAME=SOURCE',
-                   help='a class and where its images come from: a search term, a file of URLs, or a folder; repeat per class')
+                   help='a class and where its images come from: a search term (ddg:TERM or commons:TERM to be explicit, e.g. '
+                        'for a term with a /), a file of URLs, or a folder; repeat per class, or per source')
     s.add_argument('--max-images', type=int, default=100, help='images per class (default %(default)s)')
     s.add_argument('--shrink', type=int, default=400, help='shrink so the longest side is at most this; 0 keeps the size (default %(default)s)')
+    s.add_argument('--workers', type=int, default=32, help='downloads at the same time (default %(default)s)')
+    s.add_argument('--quiet', action='store_true', help='no progress bar')
     s.set_defaults(func=cmd_gather)
     return p
 

@@ -335,6 +335,7 @@ def _get(s, url, timeout, left):
     except requests.exceptions.SSLError: raise DownloadError('tls error: the certificate is not trusted or the handshake failed') from None
     except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
             requests.exceptions.URLRequired, urllib3.exceptions.LocationValueError, ValueError, UnicodeError) as e:
+        if type(e) is ValueError: raise DownloadError('bad redirect: the answer points to an address that is not a URL') from None
         raise DownloadError(f'bad url: {_redact(url)[:80]} ({type(e).__name__})') from None
     except requests.exceptions.RequestException as e: raise DownloadError(f'connection error: {type(e).__name__}') from None
 
@@ -359,12 +360,11 @@ def _fetch_once(url, s, timeout, end, deadline, max_bytes, max_redirects, stop):
             cl = r.headers.get('Content-Length', '').strip()
             if _DIGITS.fullmatch(cl) and int(cl) > max_bytes:
                 raise DownloadError(f'too large: {int(cl):,} bytes announced, the limit is {max_bytes:,}')
-            read = getattr(r.raw, 'read1', None) or r.raw.read
-            buf = bytearray()
+            buf, chunks = bytearray(), r.raw.stream(65536, decode_content=True)  # decoded: a gzip bomb counts at its real size
             while True:
                 if stop is not None and stop.is_set(): raise _Stopped()
                 if time.monotonic() > end: raise DownloadError(f'timeout: over the {deadline:g} s deadline ({len(buf):,} bytes received)')
-                try: chunk = read(65536, decode_content=True)
+                try: chunk = next(chunks, b'')
                 except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
                     raise DownloadError(f'timeout: silent for {timeout[1]:g} s while reading') from None
                 except (urllib3.exceptions.DecodeError, zlib.error): raise DownloadError('broken download: the compressed body does not decode') from None
