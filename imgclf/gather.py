@@ -551,7 +551,7 @@ def _read_local(path:Path, max_bytes:int) -> bytes:
         return path.read_bytes()
     except OSError as e: raise DownloadError(f'unreadable: {e.strerror or e}') from None
 
-def _process(cands:list, root:Path, session, fetch_kw:dict, load_kw:dict, stop) -> list[dict]:
+def _process(cands:list, root:Path, session, fetch_kw:dict, load_kw:dict, stop, decoder=None) -> list[dict]:
     "Fetch (or read) one URL once, check it, and store it for every class that asked for it; return their manifest rows"
     rows = [{k: c.get(k, '') for k in _CAND_FIELDS} | dict(status='dropped', reason='', file='', phash='', note='', cross_class='',
                                                         width=None, height=None, bytes=None) for c in cands]
@@ -561,7 +561,7 @@ def _process(cands:list, root:Path, session, fetch_kw:dict, load_kw:dict, stop) 
         else: data = fetch_bytes(c0.get('_fetch_url') or c0['url'], session, stop=stop, **fetch_kw)
         sha = hashlib.sha256(data).hexdigest()
         for r in rows: r.update(bytes=len(data), sha=sha)
-        out, ext, info = load_image(data, **load_kw)
+        out, ext, info = decoder.submit(load_image, data, **load_kw).result() if decoder else load_image(data, **load_kw)
     except _Stopped: raise
     except DownloadError as e: reason = e.reason
     except MemoryError: reason = 'too large to decode: out of memory'
@@ -586,8 +586,11 @@ def _run(cands:list, root:Path, workers:int, progress:bool, on_row, fetch_kw:dic
     by_url = {}
     for c in cands: by_url.setdefault((c.get('source') == 'folder', c['url']), []).append(c)
     session, stop, rows = _session(workers), threading.Event(), []
+    # Many threads wait on the network; a few decode, one per core: decoding needs the CPU, and memory a thread
+    # has used for pictures stays with it, so few decoding threads keep the memory of the run small.
+    decoder = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix='imgclf-decode')
     def work(group):
-        try: done = _process(group, root, session, fetch_kw, load_kw, stop)
+        try: done = _process(group, root, session, fetch_kw, load_kw, stop, decoder)
         except _Stopped: return []
         if on_row:
             for r in done: on_row(r)
@@ -602,7 +605,7 @@ def _run(cands:list, root:Path, workers:int, progress:bool, on_row, fetch_kw:dic
             if on_tick: on_tick()
     except BaseException:  # Ctrl-C, a full disk: stop every download now (their sockets are shut), keep what finished
         stop.set(); raise
-    finally: ex.shutdown(wait=True, cancel_futures=True); session.close()
+    finally: ex.shutdown(wait=True, cancel_futures=True); decoder.shutdown(wait=True); session.close()
     return rows
 
 def _progress(it, total:int):
