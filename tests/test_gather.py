@@ -16,7 +16,7 @@ def _home(tmp_path, monkeypatch):
     monkeypatch.setenv('IMGCLF_HOME', str(tmp_path/'home'))
 
 
-import imgclf.gather as G
+import imgclf.gather as G, imgclf.download as D, imgclf.images as I, imgclf.manifest as M
 from imgclf.core import ImgclfError
 from imgclf.gather import (DownloadError, dedupe, download_images, fetch_bytes, gather, hash_distances, is_transient,
                            load_image, read_manifest, read_url_file, rebuild, search_images_commons, search_images_ddgs)
@@ -421,7 +421,7 @@ def test_manifest_columns_and_report(srv, tmp_path):
     rep = gather(dest, {'x': url_file(tmp_path, 'x', [srv.url + '/ok.jpg', srv.url + '/gone.jpg']),
                         'y': url_file(tmp_path, 'y', [srv.url + '/ok.jpg?2'])}, progress=False, timeout=1)
     header = (dest/'manifest.csv').read_text().splitlines()[0].split(',')
-    assert header == G.MANIFEST_FIELDS
+    assert header == M.MANIFEST_FIELDS
     ok = by_url(rep.rows, srv.url)['/ok.jpg']
     assert (ok['source'], ok['query'], ok['status'], ok['width'], ok['height'], ok['note']) == ('urls', 'urls_x.txt', 'kept', 400, 267, 'shrunk from 900x600')
     assert ok['file'] == f"x/{ok['sha'][:16]}.jpg" and len(ok['sha']) == 64 and len(ok['phash']) == 16
@@ -513,18 +513,18 @@ def test_failure_to_write_mid_run_leaves_a_consistent_dataset(srv, tmp_path, mon
     n = 12
     for i in range(n): srv.add(f'/e{i}.jpg', enc(photo(90 + i)))
     dest, f = tmp_path/'ds', url_file(tmp_path, 'x', [srv.url + f'/e{i}.jpg' for i in range(n)])
-    calls, real = {'n': 0}, G.atomic_write_bytes
+    calls, real = {"n": 0}, D.atomic_write_bytes
     def full_disk(path, data):
         calls['n'] += Path(path).name != 'manifest.csv'
         if calls['n'] == 5 and Path(path).name != 'manifest.csv': raise OSError(28, 'No space left on device')
         return real(path, data)
-    monkeypatch.setattr(G, 'atomic_write_bytes', full_disk)
+    monkeypatch.setattr(D, "atomic_write_bytes", full_disk)
     with pytest.raises(ImgclfError, match='No space left on device; the pictures gathered so far are kept'):
         gather(dest, {'x': f}, progress=False, timeout=1, workers=3)
     rows = consistent(dest)
     done = [r for r in rows if r['status'] == 'kept']
     assert len(done) >= 4 and {r['status'] for r in rows} <= {'kept', 'pending'}, [r['reason'] for r in rows]
-    monkeypatch.setattr(G, 'atomic_write_bytes', real)
+    monkeypatch.setattr(D, "atomic_write_bytes", real)
     rep = gather(dest, {'x': f}, progress=False, timeout=1)
     consistent(dest)
     assert rep.counts()['x'] == {'found': n, 'kept': n, 'duplicates': 0}
@@ -534,11 +534,11 @@ def test_an_unexpected_error_drops_one_candidate_not_the_run(srv, tmp_path, monk
     n = 6
     for i in range(n): srv.add(f'/u{i}.jpg', enc(photo(190 + i)))
     dest, f = tmp_path/'ds', url_file(tmp_path, 'x', [srv.url + f'/u{i}.jpg' for i in range(n)])
-    real = G.load_image
+    real = D.load_image
     def flaky_load(data, **kw):
         if hashlib.sha256(data).hexdigest() == hashlib.sha256(enc(photo(192))).hexdigest(): raise RuntimeError('a bug')
         return real(data, **kw)
-    monkeypatch.setattr(G, 'load_image', flaky_load)
+    monkeypatch.setattr(D, "load_image", flaky_load)
     rep = gather(dest, {'x': f}, progress=False, timeout=1, workers=3)
     rows = by_url(consistent(dest), srv.url)
     assert rows['/u2.jpg']['status'] == 'dropped' and rows['/u2.jpg']['reason'] == 'error: RuntimeError: a bug'

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, TiffImagePlugin
 
-import imgclf.gather as G
+import imgclf.gather as G, imgclf.download as D, imgclf.images as I, imgclf.manifest as M
 from imgclf.core import ImgclfError
 from imgclf.gather import gather, load_image, read_manifest, rebuild, is_transient, DownloadError
 from test_gather import Server, srv, photo, enc, url_file, consistent, by_url  # noqa: F401 (srv is a fixture)
@@ -80,7 +80,7 @@ def raw():
 # ---------------------------------------------------------------- 1. the manifest is untrusted input
 
 def _manifest(dest, rows):
-    fields = G.MANIFEST_FIELDS
+    fields = M.MANIFEST_FIELDS
     with open(dest/'manifest.csv', 'w', newline='') as f:
         w = csv.DictWriter(f, fields); w.writeheader()
         for r in rows: w.writerow({k: r.get(k, '') for k in fields})
@@ -246,7 +246,7 @@ def test_sixteen_bit_is_converted_without_floating_point():
     assert np.abs(got - (a >> 8)).max() <= 2 and info['note'] == 'converted I;16 to 8-bit'
 
 def test_the_decode_budget_bounds_pictures_in_memory_at_once():
-    b, peak, now, lock = G._Budget(100), [0], [0], threading.Lock()
+    b, peak, now, lock = I._Budget(100), [0], [0], threading.Lock()
     def use(n):
         with b(n):
             with lock: now[0] += n; peak[0] = max(peak[0], now[0])
@@ -313,7 +313,7 @@ def test_spreadsheet_formulas_are_written_as_text(srv, tmp_path):
     text = (ds/'manifest.csv').read_text()
     assert '\'=HYPERLINK(""evil.example"")' in text and '\n=' not in text and ',=' not in text
     assert read_manifest(ds)[0]['class'] == '=HYPERLINK("evil.example")'
-    assert G._cell('-1+2') == "'-1+2" and G._cell('@x') == "'@x" and G._cell('fine') == 'fine'
+    assert M._cell('-1+2') == "'-1+2" and M._cell('@x') == "'@x" and M._cell('fine') == 'fine'
 
 def test_passwords_in_urls_are_not_stored(srv, tmp_path):
     seen = []
