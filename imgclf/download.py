@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/13_download.ipynb #f59e236c
 from __future__ import annotations
-import hashlib, os, re, socket, sys, threading, time, zlib
+import hashlib, os, re, socket, stat, sys, threading, time, zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from email.utils import parsedate_to_datetime
@@ -233,8 +233,12 @@ def _local_path(url:str) -> Path:
 def _read_local(path:Path, max_bytes:int) -> bytes:
     "The bytes of a local file within the size limit; raise `DownloadError` saying why not"
     try:
-        if (n := path.stat().st_size) > max_bytes: raise DownloadError(f'too large: {n:,} bytes, the limit is {max_bytes:,}')
-        return path.read_bytes()
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode): raise DownloadError('not a file: a device, a pipe or a folder')  # /dev/zero never ends
+        if st.st_size > max_bytes: raise DownloadError(f'too large: {st.st_size:,} bytes, the limit is {max_bytes:,}')
+        with open(path, 'rb') as f: data = f.read(max_bytes + 1)
+        if len(data) > max_bytes: raise DownloadError(f'too large: over {max_bytes:,} bytes')
+        return data
     except OSError as e: raise DownloadError(f'unreadable: {e.strerror or e}') from None
 
 def _process(cands:list, root:Path, session, fetch_kw:dict, load_kw:dict, stop, decoder=None) -> list[dict]:

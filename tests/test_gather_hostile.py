@@ -386,3 +386,12 @@ def test_a_search_term_with_a_slash(tmp_path):
     ds = tmp_path/'ds'
     assert G._sources({'x': 'ddg:AC/DC', 'y': 'commons:AC/DC'}, ds, 'ddgs') == [('x', 'ddgs', 'AC/DC'), ('y', 'commons', 'AC/DC')]
     with pytest.raises(ImgclfError, match="if 'AC/DC' is a search term, write it as ddg:AC/DC"): G._sources({'x': 'AC/DC'}, ds, 'ddgs')
+
+def test_a_manifest_cannot_make_gather_read_a_device(tmp_path):
+    "A pending row from a folder, pointing at /dev/zero (endless) or a pipe (blocks forever), is dropped, not read"
+    ds = tmp_path/'ds'; ds.mkdir()
+    fifo = tmp_path/'pipe'; os.mkfifo(fifo)
+    rows = [dict(_kept('x', '', ''), source='folder', url=u, status='pending', file='', sha='') for u in ['/dev/zero', str(fifo)]]
+    _manifest(ds, rows)
+    rep = gather(ds, {'x': 'ddg:cats'}, **QUICK, ddg_url='http://127.0.0.1:9')
+    assert [r['reason'] for r in rep.rows if r['source'] == 'folder'] == ['not a file: a device, a pipe or a folder'] * 2
