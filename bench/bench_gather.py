@@ -4,9 +4,9 @@ A local server (127.0.0.1) serves real photos from a folder-per-class dataset, p
 and links that stall (the server accepts the request and never answers). Both downloaders get the same
 URLs in one run; we time each and count the failures each one reports with a reason.
 
-    python bench/bench_gather.py                       # all photos of ../shared/data/flowers
-    python bench/bench_gather.py --photos 500          # a quicker run
-    python bench/bench_gather.py --data ~/my_dataset   # any folder of class folders
+    python bench/bench_gather.py                       # the built-in flower photos (about 400)
+    python bench/bench_gather.py --data ~/my_dataset   # any folder of class folders, e.g. a bigger photo set
+    python bench/bench_gather.py --data ~/my_dataset --photos 500   # at most 500 of its photos
 
 fastai is given every URL in a single `download_images` call (its most favourable use: the course calls it
 once per class, so stalls in one class cannot overlap with the next class's downloads).
@@ -16,7 +16,6 @@ from collections import Counter
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent/'shared'/'data'/'flowers'
 
 
 def serve(files:dict, stop:threading.Event):
@@ -50,7 +49,7 @@ def url_lists(data:Path, base:str, photos:int, dead:float, stall:float, seed:int
         for f in per_class[c][:n_c]:
             files[f'/{c}/{f.name}'] = f; urls.append(f'{base}/{c}/{f.name}')
         urls += [f'{base}/dead/{c}{i}.jpg' for i in range(round(len(urls) * dead))]
-        urls += [f'{base}/stall/{c}{i}.jpg' for i in range(round(n_c * stall))]
+        urls += [f'{base}/stall/{c}{i}.jpg' for i in range(round(len(urls) * stall / (1 + dead)))]
         rng.shuffle(urls); lists[c] = urls
     return lists, files
 
@@ -80,17 +79,20 @@ def run_fastai(lists, work:Path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--data', type=Path, default=DEFAULT_DATA, help='folder of class folders of photos (default: %(default)s)')
+    ap.add_argument('--data', type=Path, default=None, help='folder of class folders of photos (default: the built-in flower photos)')
     ap.add_argument('--photos', type=int, default=2000, help='photos to serve, spread over the classes (default: %(default)s)')
     ap.add_argument('--dead', type=float, default=0.1, help='dead links, as a fraction of the photos (default: %(default)s)')
     ap.add_argument('--stall', type=float, default=0.1, help='stalling links, as a fraction of the photos (default: %(default)s)')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--keep', action='store_true', help='keep the downloaded folders (printed at the end)')
     a = ap.parse_args()
-    if not a.data.is_dir(): sys.exit(f'No dataset folder at {a.data}; pass --data')
     stop = threading.Event()
     work = Path(tempfile.mkdtemp(prefix='bench-gather-'))
     os.environ.setdefault('IMGCLF_HOME', str(work/'home'))
+    if a.data is None:
+        from imgclf.photos import flower_photos
+        a.data = flower_photos(work/'photos')
+    if not a.data.is_dir(): sys.exit(f'No dataset folder at {a.data}; pass --data')
     files = {}
     httpd, base = serve(files, stop)
     lists, served = url_lists(a.data, base, a.photos, a.dead, a.stall, a.seed)
