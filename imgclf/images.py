@@ -5,6 +5,7 @@
 # %% ../nbs/lib/11_images.ipynb #002549ed
 from __future__ import annotations
 import io, threading, warnings
+from pathlib import Path
 from contextlib import contextmanager
 import re
 import numpy as np
@@ -12,7 +13,7 @@ import imagehash
 from PIL import Image, ImageOps
 
 # %% auto #0
-__all__ = ['decode_budget', 'DownloadError', 'load_image']
+__all__ = ['decode_budget', 'DownloadError', 'load_image', 'open_image']
 
 # %% ../nbs/lib/11_images.ipynb #3b90e7bc
 class DownloadError(Exception):
@@ -146,3 +147,36 @@ def _unknown(data:bytes) -> str:
     try:
         with Image.open(io.BytesIO(data)) as im: return f'not an image: {im.format} files are not used'
     except Exception: return 'not an image: unknown format'
+
+# %% ../nbs/lib/11_images.ipynb #aabf98ef
+def open_image(src, # a path, or the bytes of a file
+               max_pixels:int=50_000_000, # refuse pictures claiming more pixels than this
+               size:int|None=None, # a large JPEG may be decoded at 1/2, 1/4 or 1/8 scale, keeping at least this many pixels
+              ) -> Image.Image:
+    "The picture in `src` as 8-bit RGB, turned upright as its EXIF data says; `DownloadError` saying why if it cannot be"
+    data = src if isinstance(src, (bytes, bytearray, memoryview)) else _read(src)
+    data = bytes(data)
+    if not data: raise DownloadError('empty: zero bytes')
+    if why := _not_image(data[:2048]): raise DownloadError(why)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=_formats())
+            w, h = im.size
+            if w * h > max_pixels: raise DownloadError(f'decompression bomb: {w}x{h} pixels, the limit is {max_pixels:,}')
+            if size and im.format == 'JPEG': im.draft('RGB', (size, size))
+            with decode_budget(im.size[0] * im.size[1] * (3 * _BYTES_PER_PIXEL.get(im.mode, 4) + 3)):
+                im.load()
+                try: im = ImageOps.exif_transpose(im)
+                except Exception: pass  # unreadable EXIF: take the picture as stored
+                im, _ = _to_rgb(im)
+                return im.convert('RGB')
+    except DownloadError: raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DownloadError(f'decompression bomb: over {Image.MAX_IMAGE_PIXELS:,} pixels') from None
+    except Image.UnidentifiedImageError: raise DownloadError(_unknown(data)) from None
+    except Exception as e: raise DownloadError(f'broken image: {e}'[:200]) from None
+
+def _read(path) -> bytes:
+    try: return Path(path).read_bytes()
+    except OSError as e: raise DownloadError(f'unreadable: {e.strerror or e}') from None
