@@ -8,12 +8,12 @@ import io, html, logging
 from pathlib import Path
 import ipywidgets as widgets
 from IPython.display import display
-from PIL import Image, ImageOps
 from .core import ImgclfError
+from .photos import thumbnail
 from .export import load_classifier, predict_image, demo_model, Prediction
 
 # %% auto #0
-__all__ = ['uploaded_files', 'thumbnail', 'ClassifierApp', 'load_app']
+__all__ = ['uploaded_files', 'ClassifierApp', 'load_app']
 
 # %% ../nbs/06a_app.ipynb #11df11be
 def uploaded_files(value) -> list[tuple[str, bytes]]:
@@ -21,27 +21,6 @@ def uploaded_files(value) -> list[tuple[str, bytes]]:
     if isinstance(value, dict):  # ipywidgets 7: {name: {'metadata': {...}, 'content': bytes}}
         return [(name, bytes(f['content'])) for name, f in value.items()]
     return [(f.get('name', 'upload'), bytes(f['content'])) for f in value or ()]
-
-# %% ../nbs/06a_app.ipynb #3875b002
-def thumbnail(data:bytes, # the uploaded file
-              name:str='image', # its name, for the error message
-              size:int=192, # longest side, in pixels
-              enlarge:bool=True, # scale smaller images up to `size`
-             ) -> bytes:
-    "A PNG whose longest side is `size` pixels, upright, or an `ImgclfError` if `data` is not a readable image"
-    if not data: raise ImgclfError(f'{name} is empty')
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.draft('RGB', (size, size))  # JPEG: decode at a reduced scale, much faster
-            im = ImageOps.exif_transpose(im).convert('RGB')  # phones store photos sideways, with a rotation tag
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImgclfError(f'{name} is not an image that can be read ({type(e).__name__})') from e
-    im.thumbnail((size, size))
-    if enlarge and max(im.size) < size:  # tiny images (like our 25 px faces) are scaled up to be seen
-        k = size / max(im.size)
-        im = im.resize((max(1, round(im.width*k)), max(1, round(im.height*k))), Image.NEAREST)
-    buf = io.BytesIO(); im.save(buf, format='PNG')
-    return buf.getvalue()
 
 # %% ../nbs/06a_app.ipynb #403e8577
 _log = logging.getLogger('imgclf.app')
@@ -51,8 +30,9 @@ class ClassifierApp:
     def __init__(self, learn, # a loaded or trained fastai classifier
                  title:str='', # a heading above the app (HTML allowed); the notebook's title usually suffices
                  thumb_size:int=192, # size of the shown photo, in pixels
+                 threshold:float=0.6, # below this probability, answer "none of these?" and name the class only as a guess
                 ):
-        self.learn, self.thumb_size = learn, thumb_size
+        self.learn, self.thumb_size, self.threshold = learn, thumb_size, threshold
         self.vocab = [str(c) for c in learn.dls.vocab]
         self.data = self.name = self.prediction = None
         self.upload = widgets.FileUpload(accept='image/*', multiple=False, description='Upload')
@@ -122,8 +102,13 @@ class ClassifierApp:
     def show(self, p:Prediction):
         "Fill in the answer and the bars from a `Prediction`"
         self.prediction = p
-        self.answer.value = (f'<span style="font-size:1.3em">Prediction: <b>{html.escape(p.label)}</b></span> '
-                             f'({p.probability:.1%} sure)')
+        if p.probability >= self.threshold:
+            self.answer.value = (f'<span style="font-size:1.3em">Prediction: <b>{html.escape(p.label)}</b></span> '
+                                 f'({p.probability:.1%} sure)')
+        else:
+            self.answer.value = (f'<span style="font-size:1.3em">Prediction: <b>none of these?</b></span> '
+                                 f'The closest class is {html.escape(p.label)}, at {p.probability:.1%}: below the '
+                                 f'{self.threshold:.0%} this app asks for. The photo may show something else.')
         for c in self.vocab:
             v = float(p.probs.get(c, 0.0))
             self.bars[c].value, self.pcts[c].value = v, f'{v:.1%}'

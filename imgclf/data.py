@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os
 from pathlib import Path
-from .core import scan_dataset, DatasetReport, ImgclfError, lfw_faces  # before fastai: see 00_core
+from .core import scan_dataset, DatasetReport, ImgclfError  # before fastai: see 00_core
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, RandomSplitter, parent_label, Resize,
                                DataLoaders, ResizeMethod)
 

@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image
 from .core import ImgclfError, atomic_path, imgclf_home, check_image, image_files, IMAGE_EXTS  # before fastai
 from fastai.vision.all import Learner, load_learner, PILImage, TensorImage
-from .train import faces_learner
+from .train import demo_learner
 
 # %% auto #0
 __all__ = ['export_classifier', 'load_classifier', 'Prediction', 'predict_images', 'predict_image', 'predict_folder',
@@ -126,9 +126,9 @@ def predict_folder(learn:Learner, # a trained or loaded learner
     return pd.DataFrame(rows, columns=cols).sort_values('file', ignore_index=True).fillna({'error': ''})
 
 # %% ../nbs/06_export.ipynb #cfdf260e
-def demo_model(dest:Path|None=None, # where to write it; default `imgclf_home()/'models'/'faces.pkl'`
+def demo_model(dest:Path|None=None, # where to write it; default `imgclf_home()/'models'/'flowers.pkl'`
               ) -> Path:
-    "Path to a model trained on the built-in faces dataset, training and exporting it if missing"
-    dest = Path(dest) if dest else imgclf_home()/'models'/'faces.pkl'
-    if not dest.is_file(): export_classifier(faces_learner(out=dest.parent), dest)
+    "Path to a model trained on the built-in flower photos, training and exporting it if missing"
+    dest = Path(dest) if dest else imgclf_home()/'models'/'flowers.pkl'
+    if not dest.is_file(): export_classifier(demo_learner(out=dest.parent), dest)
     return dest

@@ -10,7 +10,7 @@ import pandas as pd
 import ipywidgets as widgets
 from PIL import Image
 from .core import ImgclfError
-from .app import thumbnail
+from .photos import thumbnail
 
 # %% auto #0
 __all__ = ['confusion_table', 'cell_rows', 'ConfusionExplorer']
@@ -48,10 +48,12 @@ class ConfusionExplorer:
         self.vocab = list(self.table.index)
         self.selected, self.shown = None, pd.DataFrame()
         n, top = len(self.vocab), max(1, int(self.table.values.max()))
-        cells = [widgets.HTML('<b>actual \\ predicted</b>')] + [widgets.HTML(f'<b>{html.escape(c)}</b>') for c in self.vocab]
+        head = lambda text, align='center': widgets.HTML(f'<div style="text-align:{align}"><b>{html.escape(text)}</b></div>',
+                                                         layout=widgets.Layout(width='auto', margin='0 4px'))
+        cells = [head('actual \\ predicted', 'left')] + [head(c) for c in self.vocab]
         self.buttons = {}
         for a in self.vocab:
-            cells.append(widgets.HTML(f'<b>{html.escape(a)}</b>'))
+            cells.append(head(a, 'left'))
             for p in self.vocab:
                 k = int(self.table.loc[a, p])
                 b = widgets.Button(description=str(k), tooltip=f'actual {a}, predicted {p}: {k} image(s)',

