@@ -1,13 +1,16 @@
 """The backbones imgclf offers: parameters, and CPU images/s for training and for inference.
 
-    python bench/bench_backbones.py [--size 160] [--bs 32] [--steps 6]
+    python bench/bench_backbones.py [--data DATA] [--size 160] [--bs 32] [--steps 6]
 
-Each backbone gets imgclf's head for 5 classes (as `make_learner` builds it). Training speed is a full
+Each backbone gets imgclf's head for DATA's classes (as `make_learner` builds it). Training speed is a full
 forward + backward + optimizer step of the unfrozen network; inference is a forward pass in eval mode with
-no gradients. Random weights are used (the speed does not depend on them), so nothing is downloaded.
-Accuracy on the flowers is `bench/bench_train.py`'s business; the ResNets' ImageNet weights need a download.
+no gradients. The batch is `--bs` photos of DATA (a folder with one sub-folder of photos per class; default
+a copy of the built-in flower photos), resized to `--size`. Random weights are used (the speed depends on
+neither the weights nor the pixels), so nothing is downloaded. Accuracy is `bench/bench_train.py`'s business;
+the ResNets' ImageNet weights need a download.
 """
-import argparse, time, torch, os
+import argparse, tempfile, time, torch, os
+from pathlib import Path
 import imgclf.core
 from fastai.vision.all import create_vision_model, model_meta
 from imgclf.train import BACKBONES
@@ -20,16 +23,21 @@ def per_second(fn, n_images, steps):
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--data', help='folder of class folders (default: the built-in flower photos)')
     p.add_argument('--size', type=int, default=160); p.add_argument('--bs', type=int, default=32)
     p.add_argument('--steps', type=int, default=6)
     a = p.parse_args()
     torch.manual_seed(0)
-    x, y = torch.randn(a.bs, 3, a.size, a.size), torch.randint(0, 5, (a.bs,))
+    from imgclf.photos import flower_photos
+    from imgclf.data import image_dls
+    data = a.data or flower_photos(Path(tempfile.mkdtemp())/'flowers')
+    dls = image_dls(data, size=a.size, bs=a.bs)
+    x, y = (t.as_subclass(torch.Tensor).cpu() for t in dls.one_batch())
     print(f'{a.size} px, batch {a.bs}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads)')
     print(f'{"backbone":<20}{"params (M)":>11}{"train img/s":>13}{"infer img/s":>13}')
     rows = {}
     for name, b in BACKBONES.items():
-        m = create_vision_model(b['arch'], 5, pretrained=False)
+        m = create_vision_model(b['arch'], dls.c, pretrained=False)
         opt = torch.optim.AdamW(m.parameters(), 1e-3)
         def train_step():
             m.train(); opt.zero_grad(); torch.nn.functional.cross_entropy(m(x), y).backward(); opt.step()

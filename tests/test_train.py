@@ -30,3 +30,19 @@ def test_offline_backbone_builds_without_network(imgclf_home, tmp_path, monkeypa
     monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', no_network)
     learn = make_learner(image_dls(lfw_faces(), size=32, bs=8), 'efficientnet_lite0', out=tmp_path)
     assert learn.dls.c == 2 and len(learn.opt.param_groups) == 3
+
+
+def test_progress_in_a_log_is_one_line_per_epoch_and_quiet_is_silent(imgclf_home, tmp_path, capsys):
+    "Output that is not a terminal (a log, CI) gets plain lines, no progress bar; `quiet=True` prints nothing at all"
+    from imgclf.train import train_classifier
+    train_classifier(lfw_faces(), size=32, epochs=1, lr=1e-3, out=tmp_path, quiet=True)
+    out = capsys.readouterr()
+    assert out.out == '' and '%' not in out.err and '\r' not in out.err
+    train_classifier(lfw_faces(), size=32, epochs=1, lr=1e-3, out=tmp_path)
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert '\r' not in out.out + out.err and '|' not in out.out + out.err  # no bar drawn, not even one frame
+    header = ['epoch', 'train_loss', 'valid_loss', 'error_rate', 'accuracy', 'time']
+    assert [l.split() for l in lines[0::2]] == [header, header]  # fine_tune: the head's epoch, then the whole network's
+    assert [l.split()[0] for l in lines[1::2]] == ['0', '0'] and len(lines) == 4
+    assert all(0 <= float(v) for l in lines[1::2] for v in l.split()[1:5])
