@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/20_rank.ipynb #bbd1babd
 from __future__ import annotations
-import os, warnings
+import hashlib, os, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -19,21 +19,24 @@ __all__ = ['OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'embed_images', 'oof_probs',
 
 # %% ../nbs/lib/20_rank.ipynb #93694b75
 def _load(f, size):
-    "One picture as a uint8 array `size` x `size` (squished), and its perceptual hash; or the reason it cannot be read"
-    try: im = open_image(f, size=size)
-    except DownloadError as e: return None, None, e.reason
-    return np.asarray(im.resize((size, size), resample=2)), str(imagehash.phash(im)), None
+    "One picture as a uint8 array `size` x `size` (squished), its perceptual hash and SHA-256; or the reason it cannot be read"
+    try: data = Path(f).read_bytes()
+    except OSError as e: return None, None, None, f'unreadable: {e.strerror or e}'
+    sha = hashlib.sha256(data).hexdigest()
+    try: im = open_image(data, size=size)
+    except DownloadError as e: return None, None, sha, e.reason
+    return np.asarray(im.resize((size, size), resample=2)), str(imagehash.phash(im)), sha, None
 
 def embed_images(files:list, # image files
                  size:int=224, # pixels the network sees (squished to a square)
                  bs:int=32, # pictures per batch
                  progress:bool=True, # show a progress bar
-                ) -> tuple[np.ndarray, list, list]:
-    "Features of each image from the pretrained EfficientNet-Lite0 (mirror-averaged, no augmentation), their phashes, and why any could not be read"
+                ) -> tuple[np.ndarray, list, list, list]:
+    "Features of each image from the pretrained EfficientNet-Lite0 (mirror-averaged, no augmentation), their phashes, SHA-256s, and why any could not be read"
     import torch
     from imgclf.train import efficientnet_lite0
     net = efficientnet_lite0().eval()
-    out, hashes, errors = np.zeros((len(files), net.num_features), np.float32), [None] * len(files), [None] * len(files)
+    out, hashes, shas, errors = np.zeros((len(files), net.num_features), np.float32), [None] * len(files), [None] * len(files), [None] * len(files)
     batches = range(0, len(files), bs)
     if progress:
         from fastprogress.fastprogress import progress_bar
@@ -41,14 +44,14 @@ def embed_images(files:list, # image files
     with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as ex, torch.inference_mode():
         for i in batches:
             got = list(ex.map(lambda f: _load(f, size), files[i:i + bs]))
-            ok = [j for j, (a, _, _) in enumerate(got) if a is not None]
-            for j, (_, h, e) in enumerate(got): hashes[i + j], errors[i + j] = h, e
+            ok = [j for j, g in enumerate(got) if g[0] is not None]
+            for j, (_, h, sha, e) in enumerate(got): hashes[i + j], shas[i + j], errors[i + j] = h, sha, e
             if not ok: continue
             x = torch.from_numpy(np.stack([got[j][0] for j in ok])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
             f = net.forward_head(net.forward_features(x), pre_logits=True)
             f = (f + net.forward_head(net.forward_features(x.flip(3)), pre_logits=True)) / 2
             out[[i + j for j in ok]] = f.numpy()
-    return out, hashes, errors
+    return out, hashes, shas, errors
 
 # %% ../nbs/lib/20_rank.ipynb #c0b639a1
 def _normalize(F): return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
@@ -105,7 +108,7 @@ def rank_suspects(path:Path, # a folder of class folders
     rep = scan_dataset(path, check=False)
     files, vocab = rep.items, rep.vocab
     y = np.array([vocab.index(f.relative_to(path).parts[0]) for f in files])
-    F, hashes, errors = embed_images(files, size=size, progress=progress)
+    F, hashes, shas, errors = embed_images(files, size=size, progress=progress)
     ok = np.array([e is None for e in errors])
     X, n = _normalize(F), len(vocab)
     keep = ok.copy()
@@ -121,7 +124,7 @@ def rank_suspects(path:Path, # a folder of class folders
     best = other.argmax(1)
     df = pd.DataFrame(dict(file=[f.relative_to(path).as_posix() for f in files], label=[vocab[i] for i in y],
                            suggested=[vocab[i] for i in best], p_label=p_label.round(4), p_suggested=P[idx, best].round(4),
-                           outlier_z=z.round(2), flagged=flagged, phash=hashes, duplicate_of=''))
+                           outlier_z=z.round(2), flagged=flagged, phash=hashes, duplicate_of='', sha=shas))
     score = 1 - p_label
     out = ok & (z > outlier_z_min)
     score[out] = np.maximum(score[out], 1 + np.minimum(z[out] - outlier_z_min, 10) / 20)
@@ -140,7 +143,7 @@ def rank_suspects(path:Path, # a folder of class folders
     bad = ~ok
     df.loc[bad, 'score'], df.loc[bad, 'suggested'] = 2.0, ''
     df.loc[bad, 'reason'] = [f'unreadable: {e}' for e in np.array(errors, dtype=object)[bad]]
-    cols = ['file', 'label', 'suggested', 'score', 'reason', 'p_label', 'p_suggested', 'outlier_z', 'flagged', 'duplicate_of', 'phash']
+    cols = ['file', 'label', 'suggested', 'score', 'reason', 'p_label', 'p_suggested', 'outlier_z', 'flagged', 'duplicate_of', 'phash', 'sha']
     return df[cols].sort_values(['score', 'file'], ascending=[False, True], kind='stable').reset_index(drop=True)
 
 def _duplicates(df, X, ok, near_dup) -> tuple[dict, dict]:
