@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse, os, shutil, subprocess, sys, time, json
 from pathlib import Path
 import imgclf
-from .core import ImgclfError, imgclf_home, lfw_faces, scan_dataset, atomic_path
+from .core import ImgclfError, imgclf_home, scan_dataset, atomic_path
 
 # %% auto #0
 __all__ = ['write_report', 'cmd_demo', 'cmd_train', 'cmd_export', 'cmd_predict', 'app_notebook', 'voila_command', 'cmd_app',
-           'cmd_gather', 'parser', 'run', 'main']
+           'cmd_gather', 'cmd_clean', 'cmd_undo', 'parser', 'run', 'main']
 
 # %% ../nbs/08_cli.ipynb #8eec150d
 def write_report(learn, # a trained learner
@@ -61,10 +61,11 @@ def _train_and_export(data, out:Path, arch, epochs, size, lr, bs, valid_pct, see
     return dict(model=model, **meta)
 
 def cmd_demo(args):
-    "Train on the built-in faces dataset, export, report"
+    "Train on the built-in flower photos, export, report"
+    from imgclf.photos import flower_photos
     out = Path(args.out or imgclf_home()/'demo')
-    print('Training on the built-in dataset: 200 real photos, faces and not faces (from scikit-image).')
-    res = _train_and_export(lfw_faces(), out, args.arch, args.epochs, args.size, args.lr, 32, 0.2, args.seed, quiet=args.quiet)
+    print('Training on the built-in photos: about 400 real photos of five kinds of flower, with a few planted mistakes.')
+    res = _train_and_export(flower_photos(), out, args.arch, args.epochs, args.size, args.lr, 32, 0.2, args.seed, quiet=args.quiet)
     print(f'\nOpen the app with this model:  imgclf app --model {res["model"]}')
     return res
 
@@ -145,6 +146,50 @@ def cmd_gather(args):
         print(f'imgclf gather: no pictures kept for {", ".join(map(repr, empty))}; see the reasons in {rep.manifest}', file=sys.stderr)
     return rep
 
+# %% ../nbs/08_cli.ipynb #3dda89c6
+def cmd_clean(args):
+    "Rank a dataset's pictures, most suspect first, into a CSV; or apply the actions of such a CSV"
+    from imgclf.cleaner import Choices
+    data = Path(args.data).expanduser()
+    if not data.is_dir(): raise ImgclfError(f'Dataset folder not found: {data}')
+    if args.apply:
+        ch = Choices(data, autosave=False).load(args.apply)
+        if not ch.marks: print(f'{args.apply}: no actions (fill the action column with delete or a class name)'); return None
+        what = ch.tally()
+        log = ch.apply(create_classes=args.create_classes)
+        print(f'{what}: done. The log is {log}\nTo put everything back:  imgclf undo {data}')
+        return log
+    from imgclf.rank import rank_suspects
+    ranked = rank_suspects(data, progress=not args.quiet)
+    if args.model:
+        from imgclf.export import load_classifier, predict_images
+        learn = load_classifier(args.model)
+        preds = predict_images(learn, [data/f for f in ranked.file])
+        ranked['model_label'] = [p.label for p in preds]
+        ranked['model_probability'] = [round(float(p.probability), 4) for p in preds]
+    ranked.insert(5, 'action', '')
+    out = Path(args.out or data.absolute().with_name(data.name + '-suspects.csv'))
+    with atomic_path(out) as t: ranked.drop(columns=['phash']).to_csv(t, index=False)
+    kinds = ranked.reason.str.extract(r'^([a-z ]+)')[0].fillna('').str.strip()
+    counts = {k: int(v) for k, v in kinds[kinds != ''].value_counts().items()}
+    print(f'{len(ranked)} pictures ranked; suspects: ' + (', '.join(f'{v} {k}' for k, v in counts.items()) or 'none'))
+    import pandas as pd
+    with pd.option_context('display.width', 200, 'display.max_colwidth', 70):
+        print(ranked.head(args.show)[['file', 'label', 'suggested', 'score', 'reason']].to_string(index=False))
+    print(f'\nwrote {out}\nFill its action column (delete, or a class name), then:  imgclf clean {data} --apply {out}')
+    return ranked
+
+def cmd_undo(args):
+    "Put back every file of the last `imgclf clean --apply` (or cleaner Apply) on a dataset"
+    from imgclf.clean import dataset_changes, undo_changes
+    data = Path(args.data).expanduser()
+    if not data.is_dir(): raise ImgclfError(f'Dataset folder not found: {data}')
+    logs = [l for l, cs, undos in dataset_changes(data).sessions if cs and not undos]
+    if not logs: raise ImgclfError(f'Nothing to undo in {data}: no applied changes that are not undone yet')
+    state = undo_changes(logs[-1])
+    print(f'Undone: {logs[-1]}'); print(state)
+    return state
+
 # %% ../nbs/08_cli.ipynb #9922919d
 def parser() -> argparse.ArgumentParser:
     "The `imgclf` argument parser"
@@ -158,8 +203,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument('--lr', type=float, default=None, help='learning rate (default: learning rate finder)')
         s.add_argument('--seed', type=int, default=42, help='random seed (default %(default)s)')
         s.add_argument('--quiet', action='store_true', help='no progress bars')
-    s = sub.add_parser('demo', help='the whole pipeline on the built-in faces dataset')
-    train_opts(s, 3, 96)
+    s = sub.add_parser('demo', help='the whole pipeline on the built-in flower photos')
+    train_opts(s, 3, 128)
     s.add_argument('--out', help='output folder (default: IMGCLF_HOME/demo)')
     s.set_defaults(func=cmd_demo)
     s = sub.add_parser('train', help='train on a folder with one sub-folder of images per class')
@@ -191,6 +236,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--workers', type=int, default=32, help='downloads at the same time (default %(default)s)')
     s.add_argument('--quiet', action='store_true', help='no progress bar')
     s.set_defaults(func=cmd_gather)
+    s = sub.add_parser('clean', help='rank the pictures most likely to be wrong into a CSV, or apply its actions')
+    s.add_argument('data', help='dataset folder')
+    s.add_argument('--out', help='CSV to write (default: DATA-suspects.csv beside DATA)')
+    s.add_argument('--model', help='a model file: add its own prediction of each picture to the CSV')
+    s.add_argument('--apply', metavar='CSV', help='apply the action column of this CSV instead of ranking')
+    s.add_argument('--create-classes', action='store_true', help='with --apply: allow moving pictures to a class that has no folder yet')
+    s.add_argument('--show', type=int, default=10, help='suspects to print (default %(default)s)')
+    s.add_argument('--quiet', action='store_true', help='no progress bar')
+    s.set_defaults(func=cmd_clean)
+    s = sub.add_parser('undo', help='put back every file of the last clean --apply')
+    s.add_argument('data', help='dataset folder')
+    s.set_defaults(func=cmd_undo)
     return p
 
 def run(argv:list[str]|None=None):

@@ -74,7 +74,7 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
         t = tr[keep[tr]]
         if len(np.unique(y[t])) < 2: continue
-        m = LogisticRegression(C=3, max_iter=3000).fit(X[t], y[t])
+        m = LogisticRegression(C=5000 / len(t), max_iter=3000).fit(X[t], y[t])  # the same weight decay per picture, whatever their number
         P[np.ix_(te, m.classes_)] = m.predict_proba(X[te])
     return P
 
