@@ -1,0 +1,136 @@
+"imgclf's cleaner as a learner meets it: a real JupyterLab on 127.0.0.1, driven by Chromium through Playwright."
+import hashlib, json, os, re, shutil, signal, subprocess, time, urllib.request
+from pathlib import Path
+import pytest
+from conftest import BIN, free_port
+from test_app import chromium_path, CHROMIUM_ARGS
+
+TOKEN = 'imgclf-test-token'
+
+
+def sums(root:Path) -> dict:
+    "SHA-256 of every picture under `root`, by its path relative to `root` (the trash left out)"
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob('*.jpg') if '.trash' not in p.parts}
+
+
+@pytest.fixture(scope='module')
+def lab(imgclf_home, tmp_path_factory):
+    "A small dataset, a notebook that opens imgclf's Cleaner on it, and JupyterLab serving both"
+    from imgclf.photos import flower_photos
+    tmp = tmp_path_factory.mktemp('lab')
+    ds = tmp/'flowers'
+    for c in ['daisy', 'rose', 'tulip']:
+        (ds/c).mkdir(parents=True)
+        for f in sorted((flower_photos()/c).glob('*.jpg'))[:6]: shutil.copy(f, ds/c)
+    src = f"from imgclf.cleaner import Cleaner\ncl = Cleaner({str(ds)!r}, page_size=4)\ncl"
+    nb = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'a1', 'metadata': {}, 'outputs': [], 'source': src}],
+          'metadata': {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}}, 'nbformat': 4, 'nbformat_minor': 5}
+    (tmp/'clean.ipynb').write_text(json.dumps(nb))
+    port, logf = free_port(), tmp/'lab.log'
+    env = {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'JUPYTER_CONFIG_DIR': str(tmp/'config'),
+           'JUPYTER_DATA_DIR': str(tmp/'data'), 'IPYTHONDIR': str(tmp/'ipython'), 'JUPYTER_RUNTIME_DIR': str(tmp/'runtime')}
+    with open(logf, 'wb') as log:
+        proc = subprocess.Popen([str(BIN/'jupyter'), 'lab', '--no-browser', f'--port={port}', '--ServerApp.ip=127.0.0.1',
+                                 '--ServerApp.port_retries=0', f'--IdentityProvider.token={TOKEN}', f'--ServerApp.root_dir={tmp}',
+                                 '--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate', '--allow-root'],
+                                cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url, deadline = f'http://127.0.0.1:{port}/', time.time() + 120
+    while True:
+        try: urllib.request.urlopen(f'{url}api/status?token={TOKEN}', timeout=2); break
+        except OSError: pass
+        if proc.poll() is not None or time.time() > deadline:
+            if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f'JupyterLab did not start:\n{logf.read_text(errors="replace")[-3000:]}')
+        time.sleep(0.5)
+    yield url, ds
+    os.killpg(proc.pid, signal.SIGTERM)
+    try: proc.wait(20)
+    except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope='module')
+def page(lab):
+    exe = chromium_path()
+    if exe is None: pytest.skip('Chromium is not installed (apt-get install chromium)')
+    from playwright.sync_api import sync_playwright
+    url, ds = lab
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={'width': 1400, 'height': 1000})
+        pg.goto(f'{url}lab/tree/clean.ipynb?token={TOKEN}')
+        pg.wait_for_selector('.jp-NotebookPanel .jp-Cell', timeout=90_000)
+        pg.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=90_000)
+        pg.click('.jp-Cell .jp-InputArea-editor')
+        pg.keyboard.press('Shift+Enter')
+        pg.wait_for_selector('text=/page 1 of/', timeout=180_000)
+        yield pg
+        browser.close()
+
+
+def tiles(pg) -> dict:
+    "The tiles on screen: file -> its action menu"
+    out = {}
+    for b in pg.query_selector_all('.jp-OutputArea button[title]'):
+        f = b.get_attribute('title')
+        if re.match(r'^[a-z]+/.+\.jpg$', f or ''):
+            tile = b.evaluate_handle('b => b.closest(".widget-vbox")')
+            out[f] = tile.query_selector('select')
+    return out
+
+
+def chosen(sel) -> str: return sel.evaluate('s => s.options[s.selectedIndex].text').replace('\xa0', ' ')
+
+def show(pg, view:str):
+    "Pick a view in the cleaner's Show menu"
+    sel = pg.query_selector('.jp-OutputArea .widget-dropdown:has(label:text("Show")) select')
+    sel.select_option(label=view)
+    pg.wait_for_timeout(800)
+
+
+def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, lab):
+    pg, (url, ds) = page, lab
+    before = sums(ds)
+    t = tiles(pg)
+    assert len(t) == 4 and all(f in before for f in t)  # the first page: four pictures of the dataset
+    f_del, f_rel = list(t)[:2]
+    target = next(c for c in ['daisy', 'rose', 'tulip'] if c != f_rel.split('/')[0])
+    t[f_del].select_option(label='delete')
+    t[f_rel].select_option(label=f'move to {target}')
+    pg.wait_for_selector('text=1 to delete, 1 to relabel')
+    # another view, another page, and back
+    show(pg, 'Class: tulip'); pg.click('.jp-OutputArea button:text("▶")'); pg.wait_for_timeout(500)
+    show(pg, 'My choices')
+    assert set(tiles(pg)) == {f_del, f_rel}
+    show(pg, 'All pictures, most suspect first')
+    t = tiles(pg)
+    assert chosen(t[f_del]) == 'delete' and chosen(t[f_rel]) == f'move to {target}'
+    pg.click('.jp-OutputArea button:text("Apply")')
+    pg.wait_for_selector('text=/Applied/')
+    assert not (ds/f_del).exists() and (ds/target/Path(f_rel).name).is_file() and not (ds/f_rel).exists()
+    assert len(list((ds/'.trash').rglob(Path(f_del).name))) == 1
+    # the widget read the dataset again: the moved picture is shown in its new class, the deleted one nowhere
+    show(pg, f'Class: {target}')
+    assert f'{target}/{Path(f_rel).name}' in tiles(pg) or len(list((ds/target).glob('*.jpg'))) > 4
+    pg.click('.jp-OutputArea button:text("Undo last apply")')
+    pg.wait_for_selector('text=/Undone/')
+    assert sums(ds) == before  # every picture back, byte for byte
+
+
+def test_after_undo_a_tile_acts_on_the_file_it_shows(page, lab):
+    "fastai's cleaner, after apply, undo and a change of class, moved a different file than the one shown"
+    pg, (url, ds) = page, lab
+    show(pg, 'Class: rose')
+    t = tiles(pg)
+    assert t and all(f.startswith('rose/') and (ds/f).is_file() for f in t)
+    f = list(t)[1]
+    before = sums(ds)
+    t[f].select_option(label='delete')
+    pg.wait_for_selector('text=1 to delete, 0 to relabel')
+    pg.click('.jp-OutputArea button:text("Apply")')
+    pg.wait_for_selector('text=/Applied/')
+    gone = set(before) - set(sums(ds))
+    assert gone == {f}  # exactly the file on that tile, nothing else
+    pg.click('.jp-OutputArea button:text("Undo last apply")')
+    pg.wait_for_selector('text=/Undone/')
+    assert sums(ds) == before
