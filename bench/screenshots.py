@@ -39,6 +39,13 @@ from fastai.vision.widgets import _open_thumb
 for f, box in zip(cleaner.fns, cleaner.iw.widget.children):  # Voila renders an Output only if its data is set, not captured
     box.children[0].append_display_data(_open_thumb(f, 128, 256))
 cleaner.widget""", 1100),
+    'clean_imgclf': ("""from imgclf.cleaner import Cleaner
+cl = Cleaner(flower_photos(), page_size=12, thumb=150)
+r = cl.rows
+cl.choices.mark(r.file[0], 'delete', r.sha[0])
+for i in r.index[r.reason.str.startswith('likely mislabelled')][:2]: cl.choices.mark(r.file[i], r.suggested[i], r.sha[i])
+cl.go(0)
+cl.widget""", 1150),
     'app': (APP + """photo = sorted((flower_photos()/'rose').iterdir())[5]
 app.load(photo.read_bytes(), photo.name); app.classify()
 app.widget""", 750),

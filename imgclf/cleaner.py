@@ -149,7 +149,8 @@ class Cleaner:
         self.where, self.tally, self.msg = W.HTML(), W.HTML(), W.HTML()
         self.apply_btn = W.Button(description='Apply', button_style='danger', tooltip='move the deleted to the trash, the relabelled to their class')
         self.undo_btn = W.Button(description='Undo last apply', tooltip='put back every file of the last apply')
-        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f'repeat(auto-fill, minmax({thumb + 20}px, 1fr))', grid_gap='6px'))
+        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f'repeat(auto-fill, minmax({thumb + 20}px, 1fr))', grid_gap='6px',
+                                              width='100%', flex='1 1 auto'))
         self.big = W.Image(layout=W.Layout(max_width='480px'))
         self.big_box = W.VBox([W.HTML('<b>Enlarged</b>'), self.big], layout=W.Layout(display='none'))
         self.prev.on_click(lambda _: self.go(self.page - 1)); self.next.on_click(lambda _: self.go(self.page + 1))
@@ -222,14 +223,15 @@ class Cleaner:
         self.shown[f] = sha
         img = W.Image(value=thumb, format='jpeg', layout=W.Layout(width=f'{self.thumbs.size}px', height=f'{self.thumbs.size}px', object_fit='contain'))
         sug = r.get('suggested') or ''
-        what = f'given <b>{r["label"]}</b>' + (f', looks like <b>{sug}</b> {r.get("p_suggested", 0):.0%}' if sug and sug != r['label'] else '')
+        likelier = sug and sug != r['label'] and r.get('p_suggested', 0) > r.get('p_label', 1)
+        what = f'given <b>{r["label"]}</b>' + (f', looks like <b>{sug}</b> {r.get("p_suggested", 0):.0%}' if likelier else '')
         reason = r.get('reason') or ''
         info = W.HTML(f'<div style="font-size:12px;line-height:1.25;word-break:break-word" title="{f}">{what}<br>'
                       f'<span style="color:#a33">{reason}</span></div>', layout=W.Layout(width=f'{self.thumbs.size + 10}px'))
         menu = W.Dropdown(options=[('keep', 'keep'), ('delete', 'delete')] + [(f'move to {c}', c) for c in self.classes if c != r['label']],
                           value=self.choices.action(f), layout=W.Layout(width=f'{self.thumbs.size + 10}px'))
         menu.observe(lambda ch, f=f, sha=sha: self._choose(f, ch['new'], sha), names='value')
-        zoom = W.Button(description='🔍', layout=W.Layout(width='36px'), tooltip=f)
+        zoom = W.Button(description='view', layout=W.Layout(width='58px', min_width='58px'), tooltip=f)
         zoom.on_click(lambda _, f=f: self._enlarge(f))
         return W.VBox([img, W.HBox([menu]), W.HBox([zoom, info])], layout=W.Layout(border='1px solid #ddd', padding='3px'))
 
