@@ -141,7 +141,7 @@ def shown_probs(page, vocab) -> dict:
 def classify(page, path):
     upload(page, path)
     # a new upload clears the previous answer: wait for that, so the old answer is never read as the new one
-    page.get_by_text('Prediction:').wait_for(state='detached', timeout=60_000)
+    page.get_by_text('Prediction:').wait_for(state='detached', timeout=120_000)
     page.get_by_role('button', name='Classify').click()
     page.get_by_text('Prediction:').wait_for(timeout=120_000)
     return page.inner_text('body')
@@ -180,7 +180,7 @@ def test_bad_upload_gets_a_message_and_the_app_keeps_working(server, browser, mo
     page = open_app(browser, url)
     upload(page, photos['notes.jpg'])
     msg = page.get_by_text('notes.jpg is not an image that can be read')
-    msg.wait_for(timeout=60_000)
+    msg.wait_for(timeout=120_000)
     body = page.inner_text('body')
     assert 'Please upload a photo' in body and 'Traceback' not in body and 'Prediction:' not in body
     assert page.get_by_role('button', name='Classify').is_disabled()
