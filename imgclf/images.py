@@ -86,27 +86,37 @@ def load_image(data:bytes, # the whole file, as downloaded or read
                quality:int=90, # JPEG quality when the picture has to be saved again
               ) -> tuple[bytes, str, dict]:
     "Check `data` decodes as a usable picture; return the bytes to store, their extension and facts (`width`, `height`, `phash`, `note`)"
+    with _decoding(data, max_pixels) as im:
+        w, h, fmt = *im.size, im.format
+        if min(w, h) < min_size: raise DownloadError(f'too small: {w}x{h} px, the minimum is {min_size} px')
+        animated = bool(getattr(im, 'is_animated', False))  # looks at the second frame only, never counts them all
+        if shrink and fmt == 'JPEG' and max(w, h) > shrink: im.draft(None, (shrink, shrink))  # decode at 1/2, 1/4 or 1/8 scale
+        with decode_budget(_cost(im)):
+            im.load()
+            return _finish(data, im, w, h, fmt, animated, shrink, quality)
+
+@contextmanager
+def _decoding(data:bytes, max_pixels:int):
+    "`data` opened (its header read) in a photo format and its size checked; any failure inside the block becomes a `DownloadError`"
     if not data: raise DownloadError('empty: zero bytes')
     if why := _not_image(data[:2048]): raise DownloadError(why)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=_formats())
-            w, h, fmt = *im.size, im.format
+            w, h = im.size
             if w * h > max_pixels: raise DownloadError(f'decompression bomb: {w}x{h} pixels, the limit is {max_pixels:,}')
-            if min(w, h) < min_size: raise DownloadError(f'too small: {w}x{h} px, the minimum is {min_size} px')
-            animated = bool(getattr(im, 'is_animated', False))  # looks at the second frame only, never counts them all
-            if shrink and fmt == 'JPEG' and max(w, h) > shrink: im.draft(None, (shrink, shrink))  # decode at 1/2, 1/4 or 1/8 scale
-            cost = im.size[0] * im.size[1] * (3 * _BYTES_PER_PIXEL.get(im.mode, 4) + 3)  # decoded, converted, shrunk
-            with decode_budget(cost):
-                im.load()
-                return _finish(data, im, w, h, fmt, animated, shrink, quality)
+            yield im
     except DownloadError: raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DownloadError(f'decompression bomb: over {Image.MAX_IMAGE_PIXELS:,} pixels') from None
     except Image.UnidentifiedImageError: raise DownloadError(_unknown(data)) from None
     except MemoryError: raise DownloadError('too large to decode: out of memory') from None
     except Exception as e: raise DownloadError(f'broken image: {e}'[:200]) from None
+
+def _cost(im) -> int:
+    "Bytes a picture may need while it is decoded, converted and shrunk"
+    return im.size[0] * im.size[1] * (3 * _BYTES_PER_PIXEL.get(im.mode, 4) + 3)
 
 def _finish(data, im, w, h, fmt, animated, shrink, quality) -> tuple[bytes, str, dict]:
     "Turn a decoded picture upright, make it 8-bit, shrink it, hash it; the bytes to store, their extension and facts"
@@ -155,27 +165,13 @@ def open_image(src, # a path, or the bytes of a file
               ) -> Image.Image:
     "The picture in `src` as 8-bit RGB, turned upright as its EXIF data says; `DownloadError` saying why if it cannot be"
     data = src if isinstance(src, (bytes, bytearray, memoryview)) else _read(src)
-    data = bytes(data)
-    if not data: raise DownloadError('empty: zero bytes')
-    if why := _not_image(data[:2048]): raise DownloadError(why)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('error', Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=_formats())
-            w, h = im.size
-            if w * h > max_pixels: raise DownloadError(f'decompression bomb: {w}x{h} pixels, the limit is {max_pixels:,}')
-            if size and im.format == 'JPEG': im.draft('RGB', (size, size))
-            with decode_budget(im.size[0] * im.size[1] * (3 * _BYTES_PER_PIXEL.get(im.mode, 4) + 3)):
-                im.load()
-                try: im = ImageOps.exif_transpose(im)
-                except Exception: pass  # unreadable EXIF: take the picture as stored
-                im, _ = _to_rgb(im)
-                return im.convert('RGB')
-    except DownloadError: raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DownloadError(f'decompression bomb: over {Image.MAX_IMAGE_PIXELS:,} pixels') from None
-    except Image.UnidentifiedImageError: raise DownloadError(_unknown(data)) from None
-    except Exception as e: raise DownloadError(f'broken image: {e}'[:200]) from None
+    with _decoding(bytes(data), max_pixels) as im:
+        if size and im.format == 'JPEG': im.draft('RGB', (size, size))
+        with decode_budget(_cost(im)):
+            im.load()
+            try: im = ImageOps.exif_transpose(im)
+            except Exception: pass  # unreadable EXIF: take the picture as stored
+            return _to_rgb(im)[0].convert('RGB')
 
 def _read(path) -> bytes:
     try: return Path(path).read_bytes()
