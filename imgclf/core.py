@@ -18,7 +18,8 @@ warnings.filterwarnings('ignore', message=r'.torch\.jit\.script. is deprecated',
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'ImgclfError', 'class_name_problem', 'check_class_name', 'imgclf_home', 'atomic_path',
-           'atomic_write_bytes', 'check_image', 'image_files', 'DatasetReport', 'scan_dataset', 'lfw_faces']
+           'atomic_write_bytes', 'atomic_folder', 'check_image', 'image_files', 'DatasetReport', 'scan_dataset',
+           'lfw_faces']
 
 # %% ../nbs/00_core.ipynb #fba15abe
 class ImgclfError(Exception):
@@ -80,6 +81,22 @@ def atomic_write_bytes(dest:Path, # the file to create or replace
     "Write `data` to `dest` so that `dest` is never seen half-written"
     with atomic_path(dest) as tmp: tmp.write_bytes(data)
     return Path(dest)
+
+@contextmanager
+def atomic_folder(dest:Path, # the folder to create
+                  done:str, # a file or folder inside `dest` that is there only when `dest` is complete
+                 ):
+    "Yield a temporary folder beside `dest`; rename it to `dest` when the block succeeds (a copy another process finished first wins)"
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}-'))
+    try:
+        yield tmp
+        try: os.replace(tmp, dest)
+        except OSError:
+            if not (dest/done).exists(): raise
+    finally:
+        if tmp.exists(): shutil.rmtree(tmp)
 
 # %% ../nbs/00_core.ipynb #5328581d
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.gif', '.bmp', '.webp', '.tif', '.tiff'}
@@ -176,16 +193,9 @@ def lfw_faces(dest:Path|None=None, # where to write it; default `imgclf_home()/'
     if (dest/'faces').is_dir() and (dest/'not_faces').is_dir(): return dest
     from skimage import data
     X = data.lfw_subset()  # 200 x 25 x 25 floats in [0, 1]; the first 100 are faces
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent if dest.parent.exists() else None, prefix='.faces-'))
-    try:
+    with atomic_folder(dest, 'not_faces') as tmp:
         for i, x in enumerate(X):
             c = 'faces' if i < 100 else 'not_faces'
             (tmp/c).mkdir(exist_ok=True)
             Image.fromarray((x*255).round().astype(np.uint8)).save(tmp/c/f'{c}_{i:03d}.png')
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try: os.replace(tmp, dest)
-        except OSError:
-            if not (dest/'faces').is_dir(): raise  # else another process wrote it first
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp)
     return dest

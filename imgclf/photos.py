@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, ImageOps
 import imgclf
-from .core import ImgclfError, imgclf_home, image_files
+from .core import ImgclfError, imgclf_home, image_files, atomic_folder
 
 # %% auto #0
 __all__ = ['flower_photos', 'photo_credits', 'planted_problems', 'thumbnail']
@@ -30,16 +30,9 @@ def flower_photos(dest:Path|None=None, # where to copy them; default `imgclf_hom
     if dest.is_dir() and any(dest.iterdir()):
         raise ImgclfError(f'{dest} already holds other files; copy the built-in photos into a new or empty folder')
     if not src.is_dir(): raise ImgclfError(f'The built-in photos are missing from {src}: reinstall imgclf')
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f'.{dest.name}-'))
-    try:
+    with atomic_folder(dest, 'attribution.csv') as tmp:  # another process may be copying them too: one copy wins
         for d in sorted(p for p in src.iterdir() if p.is_dir()): shutil.copytree(d, tmp/d.name)
         for f in _DOCS: shutil.copyfile(src/f, tmp/f)
-        try: os.replace(tmp, dest)
-        except OSError:
-            if not (dest/'attribution.csv').is_file(): raise  # else another process copied it first
-    finally:
-        if tmp.exists(): shutil.rmtree(tmp)
     return dest
 
 # %% ../nbs/00a_photos.ipynb #ea4a3cf9
