@@ -29,7 +29,7 @@ def write_report(learn, # a trained learner
     with atomic_path(out/'misclassified.csv') as t: misclassified(preds).to_csv(t, index=False)
     with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn)
     n = len(learn.dls.vocab)
-    interp.plot_confusion_matrix(figsize=(2 + 0.6*n, 2 + 0.6*n))
+    with learn.no_bar(): interp.plot_confusion_matrix(figsize=(2 + 0.6*n, 2 + 0.6*n))  # it predicts again, with a bar
     with atomic_path(out/'confusion_matrix.png') as t: plt.savefig(t, format='png', bbox_inches='tight', dpi=100)
     plt.close('all')
     learn.recorder.plot_loss()

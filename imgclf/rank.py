@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import imagehash
-from .core import ImgclfError, scan_dataset
+from .core import ImgclfError, scan_dataset, imgclf_home, atomic_path
 from .images import open_image, DownloadError
 from .dedupe import hash_distances
 
@@ -18,11 +18,15 @@ from .dedupe import hash_distances
 __all__ = ['OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'embed_images', 'oof_probs', 'outlier_z', 'rank_suspects']
 
 # %% ../nbs/lib/20_rank.ipynb #93694b75
-def _load(f, size):
+def _load(f, size, cache):
     "One picture as a uint8 array `size` x `size` (squished), its perceptual hash and SHA-256; or the reason it cannot be read"
     try: data = Path(f).read_bytes()
     except OSError as e: return None, None, None, f'unreadable: {e.strerror or e}'
     sha = hashlib.sha256(data).hexdigest()
+    if cache and (c := cache/f'{sha}.npz').is_file():
+        try:
+            with np.load(c) as z: return z['f'], str(z['phash']), sha, None  # features computed before: no decoding
+        except (OSError, ValueError, KeyError): pass
     try: im = open_image(data, size=size)
     except DownloadError as e: return None, None, sha, e.reason
     return np.asarray(im.resize((size, size), resample=2)), str(imagehash.phash(im)), sha, None
@@ -31,11 +35,14 @@ def embed_images(files:list, # image files
                  size:int=224, # pixels the network sees (squished to a square)
                  bs:int=32, # pictures per batch
                  progress:bool=True, # show a progress bar
+                 cache:bool=True, # keep each picture's features under `imgclf_home()`, by content, to skip it next time
                 ) -> tuple[np.ndarray, list, list, list]:
     "Features of each image from the pretrained EfficientNet-Lite0 (mirror-averaged, no augmentation), their phashes, SHA-256s, and why any could not be read"
     import torch
     from imgclf.train import efficientnet_lite0
     net = efficientnet_lite0().eval()
+    cdir = imgclf_home()/'cache'/f'features-lite0-{size}' if cache else None
+    if cdir: cdir.mkdir(parents=True, exist_ok=True)
     out, hashes, shas, errors = np.zeros((len(files), net.num_features), np.float32), [None] * len(files), [None] * len(files), [None] * len(files)
     batches = range(0, len(files), bs)
     if progress:
@@ -43,14 +50,19 @@ def embed_images(files:list, # image files
         batches = progress_bar(batches, leave=False)
     with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as ex, torch.inference_mode():
         for i in batches:
-            got = list(ex.map(lambda f: _load(f, size), files[i:i + bs]))
-            ok = [j for j, g in enumerate(got) if g[0] is not None]
-            for j, (_, h, sha, e) in enumerate(got): hashes[i + j], shas[i + j], errors[i + j] = h, sha, e
-            if not ok: continue
-            x = torch.from_numpy(np.stack([got[j][0] for j in ok])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
+            got = list(ex.map(lambda f: _load(f, size, cdir), files[i:i + bs]))
+            for j, (a, h, sha, e) in enumerate(got):
+                hashes[i + j], shas[i + j], errors[i + j] = h, sha, e
+                if a is not None and a.ndim == 1: out[i + j] = a  # from the cache
+            new = [j for j, g in enumerate(got) if g[0] is not None and g[0].ndim == 3]
+            if not new: continue
+            x = torch.from_numpy(np.stack([got[j][0] for j in new])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
             f = net.forward_head(net.forward_features(x), pre_logits=True)
-            f = (f + net.forward_head(net.forward_features(x.flip(3)), pre_logits=True)) / 2
-            out[[i + j for j in ok]] = f.numpy()
+            f = ((f + net.forward_head(net.forward_features(x.flip(3)), pre_logits=True)) / 2).numpy()
+            for j, v in zip(new, f):
+                out[i + j] = v
+                if cdir:
+                    with atomic_path(cdir/f'{shas[i + j]}.npz') as t, open(t, 'wb') as fh: np.savez(fh, f=v, phash=np.array(hashes[i + j]))
     return out, hashes, shas, errors
 
 # %% ../nbs/lib/20_rank.ipynb #c0b639a1
