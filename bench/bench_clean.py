@@ -111,7 +111,7 @@ def error_on(learn, valid_files:list, truth_class:dict):
 def run(src:Path, work:Path, seed:int):
     from imgclf.rank import rank_suspects
     from imgclf.train import train_classifier
-    from imgclf.clean import apply_changes
+    from imgclf.changes import apply_changes
     noisy = work/'noisy'
     truth = noisy_copy(src, noisy, seed)
     n = len(truth); kinds = [k for k, _ in truth.values()]

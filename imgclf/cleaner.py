@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from .core import ImgclfError, atomic_write_bytes, check_class_name, image_files
 from .images import open_image, DownloadError
-from .clean import apply_changes, undo_changes, dataset_changes, TRASH, LOG_NAME
+from .changes import apply_changes, undo_changes, dataset_changes, TRASH, LOG_NAME
 
 # %% auto #0
 __all__ = ['CHOICES_FILE', 'file_sha', 'Choices', 'Thumbnails', 'Cleaner']

@@ -181,7 +181,7 @@ def cmd_clean(args):
 
 def cmd_undo(args):
     "Put back every file of the last `imgclf clean --apply` (or cleaner Apply) on a dataset"
-    from imgclf.clean import dataset_changes, undo_changes
+    from imgclf.changes import dataset_changes, undo_changes
     data = Path(args.data).expanduser()
     if not data.is_dir(): raise ImgclfError(f'Dataset folder not found: {data}')
     logs = [l for l, cs, undos in dataset_changes(data).sessions if cs and not undos]

@@ -3,8 +3,9 @@ import hashlib, json
 from pathlib import Path
 import pytest
 from PIL import Image
-import imgclf.clean as clean
-from imgclf.clean import apply_changes, undo_changes, dataset_changes, apply_cleaner, TRASH
+import imgclf.changes as clean
+from imgclf.changes import apply_changes, undo_changes, dataset_changes, TRASH
+from imgclf.clean import apply_cleaner
 from imgclf.core import ImgclfError, image_files, scan_dataset
 
 
