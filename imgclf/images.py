@@ -48,6 +48,17 @@ class _Budget:
         try: yield
         finally:
             with self.cond: self.used -= n; self.cond.notify_all()
+            if n >= 64 * 2**20: _trim()  # a big picture's memory goes back to the system, not to this thread's heap
+
+def _trim():
+    "Give freed heap memory back to the operating system (glibc keeps it per thread otherwise); nothing elsewhere"
+    global _malloc_trim
+    if _malloc_trim is None:
+        try: import ctypes; _malloc_trim = ctypes.CDLL('libc.so.6').malloc_trim
+        except (OSError, AttributeError): _malloc_trim = False
+    if _malloc_trim: _malloc_trim(0)
+
+_malloc_trim = None
 
 decode_budget = _Budget(768 * 2**20)  # with the largest pictures allowed (50 megapixels), one or two decode at a time
 

@@ -16,41 +16,43 @@ def test_demo_trains_reports_and_exports(demo_run):
     proc, out = demo_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     err = float(re.search(r'error rate: ([\d.]+)%', proc.stdout).group(1))
-    assert err <= 5.0, proc.stdout
+    assert 0 < err <= 30.0, proc.stdout  # five flowers, a few planted mistakes, 81 validation photos: a real error rate
     assert f'model:      {out/"model.pkl"}' in proc.stdout
     assert f'imgclf app --model {out/"model.pkl"}' in proc.stdout
     for f in ['model.pkl', 'classes.csv', 'misclassified.csv', 'confusion_matrix.png', 'losses.png', 'run.json']:
         assert (out/f).stat().st_size > 0, f
     run = json.loads((out/'run.json').read_text())
-    assert run['vocab'] == ['faces', 'not_faces'] and run['error_rate'] == pytest.approx(err/100, abs=1e-3)
+    flowers = ['daisy', 'dandelion', 'rose', 'sunflower', 'tulip']
+    assert run['vocab'] == flowers and run['error_rate'] == pytest.approx(err/100, abs=1e-3)
     classes = pd.read_csv(out/'classes.csv', index_col=0)
-    assert list(classes.index) == ['faces', 'not_faces'] and classes.images.sum() == 40
-    assert len(pd.read_csv(out/'misclassified.csv')) == round(err/100*40)
+    assert list(classes.index) == flowers and classes.images.sum() == 81
+    assert len(pd.read_csv(out/'misclassified.csv')) == round(err/100*81)
     assert Image.open(out/'confusion_matrix.png').size[0] > 100
     assert not list(out.rglob('*.part'))
 
 
 def test_predict_folder_and_csv(demo_run, imgclf_home, tmp_path):
     _, out = demo_run
-    faces = Path(imgclf_home)/'faces'
+    photos = Path(imgclf_home)/'flowers'
+    flowers = ['daisy', 'dandelion', 'rose', 'sunflower', 'tulip']
     csv = tmp_path/'preds.csv'
-    proc = imgclf('predict', out/'model.pkl', faces, '--csv', csv, home=imgclf_home)
+    proc = imgclf('predict', out/'model.pkl', photos, '--csv', csv, home=imgclf_home)
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(csv, keep_default_na=False)
-    assert len(df) == 200 and set(df.label) <= {'faces', 'not_faces'}
+    assert len(df) == 406 and set(df.label) <= set(flowers)
     truth = df.file.map(lambda f: Path(f).parent.name)
-    assert (df.label == truth).mean() >= 0.95
-    assert ((df.faces + df.not_faces - 1).abs() < 1e-3).all()
+    assert (df.label == truth).mean() >= 0.8  # the training photos among them, and 16 planted mistakes
+    assert ((df[flowers].sum(axis=1) - 1).abs() < 1e-3).all()
 
 
 def test_predict_reports_bad_files_and_keeps_going(demo_run, imgclf_home, tmp_path):
     _, out = demo_run
-    src = sorted((Path(imgclf_home)/'faces'/'faces').iterdir())[0]
-    (tmp_path/'ok.png').write_bytes(src.read_bytes())
+    src = sorted((Path(imgclf_home)/'flowers'/'sunflower').glob('*.jpg'))[0]
+    (tmp_path/'ok.jpg').write_bytes(src.read_bytes())
     (tmp_path/'broken.jpg').write_text('<html>404</html>')
     proc = imgclf('predict', out/'model.pkl', tmp_path, home=imgclf_home)
     assert proc.returncode == 0
-    assert 'ok.png' in proc.stdout and 'faces' in proc.stdout
+    assert 'ok.jpg' in proc.stdout and 'sunflower' in proc.stdout
     assert 'broken.jpg' in proc.stdout and 'not an image' in proc.stdout
     assert '1 file(s) could not be read' in proc.stderr
 
@@ -60,7 +62,7 @@ def test_export_checks_then_copies(demo_run, imgclf_home, tmp_path):
     proc = imgclf('export', out/'model.pkl', tmp_path, home=imgclf_home)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path/'model.pkl').read_bytes() == (out/'model.pkl').read_bytes()
-    assert 'classes faces, not_faces' in proc.stdout
+    assert 'classes daisy, dandelion, rose, sunflower, tulip' in proc.stdout
     junk = tmp_path/'junk.pkl'; junk.write_bytes(b'nope')
     proc = imgclf('export', junk, tmp_path/'copy.pkl', home=imgclf_home)
     assert proc.returncode == 2 and 'is not a model exported by imgclf or fastai' in proc.stderr
