@@ -104,7 +104,8 @@ def load_image(data:bytes, # the whole file, as downloaded or read
         if shrink and fmt == 'JPEG' and max(w, h) > shrink: im.draft(None, (shrink, shrink))  # decode at 1/2, 1/4 or 1/8 scale
         with decode_budget(_cost(im)):
             im.load()
-            return _finish(data, im, w, h, fmt, animated, shrink, quality)
+            try: return _finish(data, im, w, h, fmt, animated, shrink, quality)
+            finally: im.close()  # freed before the budget lets the next picture in
 
 @contextmanager
 def _decoding(data:bytes, max_pixels:int):
@@ -180,9 +181,12 @@ def open_image(src, # a path, or the bytes of a file
         if size and im.format == 'JPEG': im.draft('RGB', (size, size))
         with decode_budget(_cost(im)):
             im.load()
-            try: im = ImageOps.exif_transpose(im)
-            except Exception: pass  # unreadable EXIF: take the picture as stored
-            return _to_rgb(im)[0].convert('RGB')
+            try: up = ImageOps.exif_transpose(im)
+            except Exception: up = im  # unreadable EXIF: take the picture as stored
+            out = _to_rgb(up)[0].convert('RGB')
+            if up is not im: up.close()
+            im.close()  # freed before the budget lets the next picture in
+            return out
 
 def _read(path) -> bytes:
     try: return Path(path).read_bytes()
