@@ -237,7 +237,7 @@ def test_sixteen_bit_giants_stay_within_memory(srv, tmp_path):
                          env=dict(os.environ, IMGCLF_HOME=str(tmp_path/'home')), timeout=300)
     kept, peak_mb = map(int, out.stdout.split())
     assert kept == 1  # six copies of one picture: one kept, five duplicates
-    assert peak_mb < 1200, peak_mb  # six at once through float64 needed about 7 GB
+    assert peak_mb < 1500, peak_mb  # the target for 200 such URLs; six at once through float64 needed about 7 GB
 
 def test_sixteen_bit_is_converted_without_floating_point():
     a = (np.arange(256 * 64, dtype=np.uint32).reshape(64, 256) * 4).astype(np.uint16)  # 0 .. 65532
