@@ -8,7 +8,7 @@ import csv, hashlib, io, os, threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pandas as pd
-from .core import ImgclfError, atomic_write_bytes, check_class_name, image_files
+from .core import ImgclfError, atomic_write_bytes, check_class_name, class_name_problem, image_files
 from .images import open_image, DownloadError
 from .changes import apply_changes, undo_changes, dataset_changes, TRASH, LOG_NAME
 
@@ -67,7 +67,7 @@ class Choices:
             a = (r.get('action') or '').strip()
             if not a or a == 'keep': continue
             f = (r.get('file') or '').strip()
-            if a != 'delete' and (why := _class_problem(a)): raise ImgclfError(f'{src}, row {i}: action {a!r} {why}')
+            if a != 'delete' and (why := class_name_problem(a)): raise ImgclfError(f'{src}, row {i}: action {a!r} cannot be a class: {why}')
             self.marks[f] = (a, (r.get('sha') or '').strip())
         self._autosave()
         return self
@@ -91,9 +91,6 @@ class Choices:
         self._autosave()
         return log
 
-def _class_problem(a):
-    try: check_class_name(a)
-    except ImgclfError as e: return str(e).split(': ', 1)[-1]
 
 # %% ../nbs/lib/21_cleaner.ipynb #59413332
 class Thumbnails:
