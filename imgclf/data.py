@@ -6,12 +6,31 @@
 from __future__ import annotations
 import os
 from pathlib import Path
-from .core import scan_dataset, DatasetReport, ImgclfError  # before fastai: see 00_core
-from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, RandomSplitter, parent_label, Resize,
-                               DataLoaders, ResizeMethod)
+import hashlib, io, math
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from PIL import Image
+from .core import scan_dataset, DatasetReport, ImgclfError, imgclf_home, atomic_write_bytes  # before fastai: see 00_core
+from .images import open_image, DownloadError
+from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, IntToFloatTensor, PILImage, RandomSplitter,
+                               parent_label, Resize, DataLoaders, ResizeMethod)
 
 # %% auto #0
-__all__ = ['image_datablock', 'image_dls', 'class_counts', 'plot_class_counts']
+__all__ = ['LoadImage', 'image_datablock', 'PresizeCache', 'presize_for', 'check_cached', 'image_dls', 'class_counts',
+           'plot_class_counts']
+
+# %% ../nbs/02_datablock.ipynb #6142277e
+class LoadImage:
+    "Type transform of imgclf's image block: a file (or its bytes) as an upright 8-bit RGB `PILImage`, from `cache` when given"
+    def __init__(self, cache:PresizeCache|None=None): self.cache = cache
+    def __call__(self, x) -> PILImage:
+        if isinstance(x, (str, Path)):
+            try: return PILImage(Image.fromarray(self.cache.get(x)) if self.cache else open_image(x))
+            except DownloadError as e: raise ImgclfError(f'{x}: {e.reason}') from None
+        if isinstance(x, (bytes, bytearray, memoryview)): return PILImage(open_image(x))
+        return PILImage.create(x)  # a PIL image, array or tensor: as fastai takes it
+
+def _image_block(cache=None): return TransformBlock(type_tfms=LoadImage(cache), batch_tfms=IntToFloatTensor)
 
 # %% ../nbs/02_datablock.ipynb #defe5a4a
 class _Items:
@@ -24,12 +43,82 @@ def image_datablock(report:DatasetReport, # the checked dataset, from `scan_data
                     seed:int=42, # fixes the random split, so runs can be compared
                     item_tfms=None, # per-image transforms; default `Resize(160)`
                     batch_tfms=None, # per-batch transforms (augmentation, on the GPU when there is one)
+                    cache:PresizeCache|None=None, # read pictures from this presize cache instead of decoding them
                    ) -> DataBlock:
-    "A `DataBlock` for a folder-per-class image dataset"
+    "A `DataBlock` for a folder-per-class image dataset, its pictures read upright"
     if not 0 < valid_pct < 1: raise ImgclfError(f'valid_pct must be between 0 and 1, got {valid_pct}')
-    return DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=_Items(report),
+    return DataBlock(blocks=(_image_block(cache), CategoryBlock), get_items=_Items(report),
                      splitter=RandomSplitter(valid_pct=valid_pct, seed=seed), get_y=parent_label,
                      item_tfms=item_tfms if item_tfms is not None else Resize(160), batch_tfms=batch_tfms)
+
+# %% ../nbs/02_datablock.ipynb #c4c51a94
+class PresizeCache:
+    "Each picture decoded, checked and shrunk once (short side `size`), kept on disk as uint8 pixels"
+    def __init__(self, size:int, # the short side of the stored pictures, in pixels
+                 root:Path|None=None, # default `imgclf_home()/'cache'`
+                ):
+        self.size, self.root = int(size), Path(root or imgclf_home()/'cache')/f'presize-{int(size)}'
+
+    def entry(self, f:Path) -> Path:
+        "The cache file for `f` as it is now (path, modification time and byte size)"
+        st = os.stat(f)
+        h = hashlib.sha1(f'{Path(f).absolute()}|{st.st_mtime_ns}|{st.st_size}'.encode()).hexdigest()
+        return self.root/h[:2]/f'{h}.npy'
+
+    def make(self, f:Path) -> np.ndarray:
+        "Decode `f` upright and shrink it: HxWx3 uint8; `DownloadError` saying why it cannot be used"
+        im = open_image(f, size=self.size)  # a large JPEG is decoded at a reduced scale straight away
+        w, h = im.size
+        if min(w, h) < 8: raise DownloadError(f'too small ({w}x{h} px)')
+        k = self.size / min(w, h)
+        if k < 1: im = im.resize((max(1, round(w*k)), max(1, round(h*k))), Image.Resampling.BILINEAR)
+        return np.asarray(im)
+
+    def _save(self, p:Path, a:np.ndarray):
+        b = io.BytesIO(); np.save(b, a)
+        try: atomic_write_bytes(p, b.getvalue())
+        except OSError: pass  # a cache that cannot be written (read-only disk) only means decoding again next time
+
+    def get(self, f:Path) -> np.ndarray:
+        "The stored pixels of `f`, made and stored first if needed"
+        try: p = self.entry(f)
+        except FileNotFoundError: raise DownloadError('file not found') from None
+        try: return np.load(p)
+        except (OSError, ValueError): pass  # not cached yet
+        a = self.make(f); self._save(p, a)
+        return a
+
+    def build(self, files:list, # the pictures to have in the cache
+              workers:int|None=None, # threads decoding at once
+             ) -> list[tuple[Path, str]]:
+        "Decode and store every file not cached yet; `(file, reason)` for those that cannot be used"
+        def one(f):
+            try:
+                p = self.entry(f)
+                if not p.exists(): self._save(p, self.make(f))
+            except FileNotFoundError: return 'file not found'
+            except DownloadError as e: return e.reason
+        with ThreadPoolExecutor(workers or min(8, 2*(os.cpu_count() or 1))) as ex: reasons = list(ex.map(one, files))
+        return [(Path(f), r) for f, r in zip(files, reasons) if r]
+
+def presize_for(size:int) -> int:
+    "The short side a cached picture keeps for training at `size`: room for random crops of 64% of its area or more"
+    return int(math.ceil(size * 1.25))
+
+# %% ../nbs/02_datablock.ipynb #c8da96da
+def check_cached(report:DatasetReport, # from `scan_dataset`, usually with `check=False`
+                 cache:PresizeCache, # the cache to fill
+                ) -> DatasetReport:
+    "Put every picture of `report` into `cache`; drop (into `report.skipped`) those that cannot be read"
+    bad = dict(cache.build(report.items))
+    if not bad: return report
+    report.skipped += list(bad.items())
+    report.classes = {c: [f for f in fs if Path(f) not in bad] for c, fs in report.classes.items()}
+    if empty := [c for c, fs in report.classes.items() if not fs]:
+        raise ImgclfError(f'Class folder(s) {", ".join(str(report.path/c) for c in empty)} have no usable images. '
+                          f'Add images or move the folder out of {report.path}.')
+    report.classes = {c: fs for c, fs in report.classes.items() if fs}
+    return report
 
 # %% ../nbs/02_datablock.ipynb #689ac82a
 def image_dls(path:Path, # a folder with one sub-folder of images per class
@@ -41,12 +130,17 @@ def image_dls(path:Path, # a folder with one sub-folder of images per class
               batch_tfms=None, # per-batch transforms
               num_workers:int|None=None, # loader processes; default 0 on CPU
               report:DatasetReport|None=None, # a report from `scan_dataset`, to skip checking again
+              presize:int|None=None, # read pictures from a `PresizeCache` of this short side (decoded once, not every epoch)
+              cache_root:Path|None=None, # where that cache lives; default `imgclf_home()/'cache'`
               **kwargs) -> DataLoaders:
     "Check `path` and make `DataLoaders` for it"
     import torch
-    report = report or scan_dataset(path)
-    if num_workers is None: num_workers = min(4, os.cpu_count() or 1) if torch.cuda.is_available() else 0
-    dblock = image_datablock(report, valid_pct, seed, item_tfms if item_tfms is not None else Resize(size), batch_tfms)
+    cache = PresizeCache(presize, cache_root) if presize else None
+    if cache is not None: report = check_cached(report or scan_dataset(path, check=False), cache)
+    else: report = report or scan_dataset(path)
+    if num_workers is None: num_workers = min(8, os.cpu_count() or 1) if torch.cuda.is_available() else 0
+    if torch.cuda.is_available(): kwargs = {'pin_memory': True, 'persistent_workers': num_workers > 0, **kwargs}
+    dblock = image_datablock(report, valid_pct, seed, item_tfms if item_tfms is not None else Resize(size), batch_tfms, cache)
     dls = dblock.dataloaders(report.path, bs=bs, num_workers=num_workers, **kwargs)
     if len(dls.valid_ds) == 0:
         raise ImgclfError(f'{report.path} has too few images for a validation set of {valid_pct:.0%}: add images or raise valid_pct')
