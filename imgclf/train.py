@@ -12,8 +12,11 @@ from .core import ImgclfError, imgclf_home  # before fastai: see 00_core
 from fastai.vision.all import (vision_learner, Learner, model_meta, params, L, error_rate, accuracy, Callback, TrainEvalCallback,
                                set_seed, resnet18, resnet34, ResNet18_Weights, ResNet34_Weights, DataLoaders, minimum, valley)
 from fastcore.imports import IN_NOTEBOOK
+from contextlib import contextmanager, nullcontext
+from fastai.distributed import DistributedTrainer, DistributedDL
+from fastai.torch_core import rank_distrib, num_distrib
 from .photos import flower_photos
-from .data import image_dls
+from .data import image_dls, presize_for
 from .augment import augment_tfms
 
 # %% auto #0
@@ -54,7 +57,8 @@ class KeepBodyBatchNorm(Callback):
     "Keep the pretrained body's batch-norm layers in eval mode: they use their ImageNet statistics throughout"
     run_after = TrainEvalCallback
     def before_train(self):
-        for m in self.model[0].modules():
+        model = self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+        for m in model[0].modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
 
 def make_learner(dls:DataLoaders, # from `image_dls`
@@ -104,29 +108,85 @@ def _fit(learn:Learner, fit, quiet:bool, interactive:bool|None=None):
         with learn.no_bar(): return fit()
     finally: learn.logger = old
 
+# %% ../nbs/04_train.ipynb #ee7666d6
+def _on_gpu(learn:Learner) -> Learner:
+    "bf16 (or fp16) mixed precision and channels_last when `learn` trains on a CUDA GPU; `learn` unchanged on a CPU"
+    if not (torch.cuda.is_available() and learn.dls.device is not None and torch.device(learn.dls.device).type == 'cuda'): return learn
+    from fastai.callback.fp16 import MixedPrecision, AMPMode
+    from fastai.callback.channelslast import ChannelsLast
+    torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+    learn.add_cbs([MixedPrecision(amp_mode=AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16), ChannelsLast()])
+    return learn
+
+# %% ../nbs/04_train.ipynb #de873a33
+class _Loader(DistributedDL):
+    "fastai's `DistributedDL`, sharing out the batch order with CPU tensors when the backend is gloo (fastai assumes NCCL)"
+    def _broadcast(self, t, rank):
+        dev = 'cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu'
+        t = torch.tensor(t, dtype=torch.long, device=dev)
+        torch.distributed.broadcast(t, rank)
+        return t.cpu().tolist()
+
+class _Distributed(DistributedTrainer):
+    "fastai's `DistributedTrainer` with `_Loader`"
+    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else _Loader(dl, device=self.learn.model.device)
+
+def _process_state():
+    "Accelerate's state of this process when it is one of several (`WORLD_SIZE` > 1), else `None`"
+    if num_distrib() <= 1: return None
+    try: from accelerate import PartialState
+    except ImportError: raise ImgclfError('Training in several processes needs Hugging Face Accelerate: pip install accelerate') from None
+    return PartialState(cpu=not torch.cuda.is_available())
+
+@contextmanager
+def _data_parallel(learn:Learner):
+    "Train `learn` data-parallel across the processes in the block, then end the process group (the body's batch norm stays frozen: no SyncBatchNorm)"
+    cb = _Distributed(sync_bn=False, cpu=not torch.cuda.is_available())
+    learn.add_cb(cb)
+    learn.processes = num_distrib()
+    try: yield learn
+    finally:
+        learn.remove_cb(cb)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        os.environ['WORLD_SIZE'] = '1'  # on its own again: fastai would gather every later prediction from all processes
+
+def _first_then_others(state, f):
+    "`f()` in the first process, its result sent to the others"
+    if state is None: return f()
+    out = [f() if state.is_main_process else None]
+    torch.distributed.broadcast_object_list(out, src=0)
+    return out[0]
+
 # %% ../nbs/04_train.ipynb #5fed26db
 def train_classifier(path:Path|None=None, # folder of class folders; default: the built-in flower photos
                      arch:str='efficientnet_lite0', # backbone, a key of `BACKBONES`
                      epochs:int=3, # epochs after unfreezing (one more trains the head alone first)
                      size:int=160, # image size for training
                      lr:float|None=None, # learning rate; default: picked by the learning-rate finder
-                     bs:int=32, # batch size
+                     bs:int=32, # batch size (per process when training in several)
                      valid_pct:float=0.2, # fraction held out for validation
                      seed:int=42, # seed for the split, the head's initial weights and augmentation
                      min_scale:float=0.75, # random crops keep at least this fraction of an image
                      out:Path|None=None, # folder for checkpoints
                      quiet:bool=False, # no progress bars or tables
                      cbs=None, # extra fastai callbacks for the training
+                     cache:bool=True, # decode and shrink each picture once into a `PresizeCache`, not every epoch
+                     report=None, # the dataset as `check_cached` or `scan_dataset` reported it, so it is not checked again
                     ) -> Learner:
     "Check `path`, build the data, fine-tune a pretrained `arch` on it; return the trained `Learner`"
+    state = _process_state()  # several processes: set up their communication first
     set_seed(seed, reproducible=True)
     path = Path(path) if path is not None else flower_photos()
     item_tfms, batch_tfms = augment_tfms(size, min_scale=min_scale)
-    dls = image_dls(path, valid_pct=valid_pct, seed=seed, bs=bs, item_tfms=item_tfms, batch_tfms=batch_tfms)
-    learn = make_learner(dls, arch, out=out)
-    if lr is None: lr = suggest_lr(learn)
+    with state.main_process_first() if state else nullcontext():  # one process fills the cache, the others read it
+        dls = image_dls(path, valid_pct=valid_pct, seed=seed, bs=bs, item_tfms=item_tfms, batch_tfms=batch_tfms,
+                        report=report, presize=presize_for(size) if cache else None)
+    learn = _on_gpu(make_learner(dls, arch, out=out))
+    if lr is None: lr = _first_then_others(state, lambda: suggest_lr(learn))
     learn.lr_used = lr
-    _fit(learn, lambda: learn.fine_tune(epochs, lr, cbs=cbs), quiet)
+    with _data_parallel(learn) if state else nullcontext():
+        _fit(learn, lambda: learn.fine_tune(epochs, lr, cbs=cbs), quiet or bool(rank_distrib()))
     return learn
 
 # %% ../nbs/04_train.ipynb #41565f0e
