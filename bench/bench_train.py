@@ -1,29 +1,39 @@
-"""Train the same backbone on the same data with the tutorials' recipe and with imgclf's default; compare.
+"""Tell training recipes apart: each recipe over several seeds (different validation splits) and datasets, compared
+with the tutorials' recipe in the same run.
 
-The tutorials' recipe: RandomResizedCrop(224, min_scale=0.5) per item, aug_transforms() per batch, batch size 64,
-`fine_tune(4)` at fastai's default learning rate. imgclf's default: `train_classifier` with its defaults.
-Each recipe runs in its own process (so peak memory is its own), one after the other, same backbone and seed.
+The tutorials' recipe (`tutorial`): RandomResizedCrop(224, min_scale=0.5) per item, aug_transforms() per batch,
+batch size 64, `fine_tune(4)` at fastai's default learning rate, fastai's defaults otherwise, the same backbone.
+imgclf's recipes:
+  imgclf          `train_classifier` with its defaults (presize cache on)
+  imgclf-nocache  the same, each picture decoded from its file every epoch (the recipe before the cache)
+  imgclf-tenth    the same, learning rate a tenth of the finder's lowest-loss rate (fastai's `minimum`, the course's
+                  rule of thumb) instead of imgclf's hundredth
+  imgclf-valley   the same, learning rate from fastai's `valley` suggestion
+  imgclf-224      the same at 224 px
+Every run is a separate process (so its time and peak memory are its own), one after the other, with a fresh
+IMGCLF_HOME (the presize cache is filled within the run and counted in its time).
 
-    python bench/bench_train.py [DATA] [--arch efficientnet_lite0] [--seed 42]
+    python bench/bench_train.py [FOLDER ...] [--flowers] [--seeds 1 2 3 4 5] [--recipes tutorial imgclf] [--json FILE]
+    python bench/bench_train.py --summary FILE     # the summary of the runs kept in FILE (seeds run separately)
 
-DATA is a folder with one sub-folder of photos per class, e.g. the full TensorFlow flowers photos (5 classes x
-400 photos, about 4 minutes on 2 CPU cores); without it, a copy of imgclf's built-in flower photos (406 photos)
-in a temporary folder. Prints wall time, final error rate, peak resident memory, the error after each epoch,
-and the time imgclf took to reach the tutorials' final error.
+Datasets: the built-in flower photos (406 photos) always; `--flowers` adds /work/shared/data/flowers (or the folder
+in $IMGCLF_FLOWERS) when present; each FOLDER (one sub-folder of photos per class) is added too.
+Prints, per dataset and recipe: mean and standard deviation of the validation error and of the wall time, seconds
+per whole-network epoch, and the ratios against the tutorials' recipe. `--json FILE` keeps every run.
 """
-import argparse, json, os, resource, subprocess, sys, tempfile, time
+import argparse, json, os, statistics, subprocess, sys, tempfile
 from pathlib import Path
 
 CHILD = r'''
-import json, os, sys, time, resource, warnings
+import json, os, sys, time, resource
 args = json.loads(sys.argv[1])
 import imgclf.core
 from fastai.vision.all import *
 from imgclf.data import image_dls
-from imgclf.train import make_learner, train_classifier
+import imgclf.train as T
 
 class Clock(Callback):
-    "Record seconds since the start of the run and the error rate after every epoch"
+    "Seconds since the start of the run and the error rate after every training epoch"
     order = 100
     def __init__(self, t0): self.t0, self.log, self.seen = t0, [], 0
     def before_fit(self): self.seen = len(self.recorder.values)
@@ -32,49 +42,119 @@ class Clock(Callback):
         self.seen = len(self.recorder.values)
         self.log.append((time.perf_counter() - self.t0, float(self.recorder.values[-1][2])))
 
-torch.set_num_threads(os.cpu_count())
+def lr_rule(pick):
+    "A `suggest_lr` that takes another suggestion of the finder"
+    def suggest_lr(learn, show_plot=False):
+        with learn.no_logging(), learn.no_bar():
+            sug = learn.lr_find(num_it=max(30, min(100, len(learn.dls.train))), show_plot=False, suggest_funcs=(minimum, valley))
+        return float(min(max(pick(sug), 1e-4), 1e-2))
+    return suggest_lr
+
+torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count()))
+r = args['recipe']
 t0 = time.perf_counter()
 clock = Clock(t0)
-if args['recipe'] == 'tutorial':
+if r == 'tutorial':
     set_seed(args['seed'], reproducible=True)
     dls = image_dls(args['data'], seed=args['seed'], bs=64, item_tfms=RandomResizedCrop(224, min_scale=0.5),
                     batch_tfms=aug_transforms())
-    learn = make_learner(dls, args['arch'], out=args['out'], train_bn=True, cbs=[])  # fastai's own defaults
+    learn = T.make_learner(dls, args['arch'], out=args['out'], train_bn=True, cbs=[])  # fastai's own defaults
     learn.add_cb(clock)
     with learn.no_bar(), learn.no_logging(): learn.fine_tune(4)
 else:
-    learn = train_classifier(args['data'], arch=args['arch'], seed=args['seed'], out=args['out'], quiet=True,
-                             cbs=[clock])
+    kw = {}
+    if r == 'imgclf-nocache': kw['cache'] = False
+    elif r == 'imgclf-224': kw['size'] = 224
+    elif r == 'imgclf-tenth': T.suggest_lr = lr_rule(lambda s: s.minimum)
+    elif r == 'imgclf-valley': T.suggest_lr = lr_rule(lambda s: s.valley)
+    elif r != 'imgclf': sys.exit(f'unknown recipe {r}')
+    learn = T.train_classifier(args['data'], arch=args['arch'], seed=args['seed'], out=args['out'], quiet=True,
+                               cbs=[clock], **kw)
 secs = time.perf_counter() - t0
-err = float(learn.validate()[1])
-print(json.dumps(dict(recipe=args['recipe'], seconds=secs, error=err, epochs=clock.log,
+with learn.no_bar(): err = float(learn.validate()[1])
+print(json.dumps(dict(recipe=r, seconds=secs, error=err, epochs=clock.log, valid=len(learn.dls.valid_ds),
                       peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)))
 '''
 
-def run(recipe, a):
-    out = subprocess.run([sys.executable, '-c', CHILD, json.dumps(dict(recipe=recipe, data=a.data, arch=a.arch, seed=a.seed,
-                          out=f'/tmp/imgclf-bench-{recipe}'))], capture_output=True, text=True)
-    if out.returncode: sys.exit(f'{recipe} failed:\n{out.stderr[-3000:]}')
+RECIPES = ['tutorial', 'imgclf', 'imgclf-nocache', 'imgclf-tenth', 'imgclf-valley', 'imgclf-224']
+
+
+def run(recipe, data, seed, arch):
+    "One training in its own process with a fresh IMGCLF_HOME; its result as a dict"
+    with tempfile.TemporaryDirectory() as home:
+        out = subprocess.run([sys.executable, '-c', CHILD, json.dumps(dict(recipe=recipe, data=str(data), arch=arch, seed=seed,
+                              out=f'{home}/run'))], capture_output=True, text=True, env={**os.environ, 'IMGCLF_HOME': home})
+    if out.returncode: sys.exit(f'{recipe} on {data} (seed {seed}) failed:\n{out.stderr[-3000:]}')
     return json.loads(out.stdout.strip().splitlines()[-1])
 
-if __name__ == '__main__':
+
+def epoch_seconds(r):
+    "Mean seconds of the whole-network epochs (every epoch after the first, which trains the head alone)"
+    t = [s for s, _ in r['epochs']]
+    d = [b - a for a, b in zip(t, t[1:])]
+    return statistics.mean(d) if d else float('nan')
+
+
+def summary(name, runs, recipes):
+    "Print mean and spread per recipe, and ratios against the tutorials' recipe"
+    def ms(xs): return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    print(f'\n{name}: {len(next(iter(runs.values())))} seed(s), {runs[recipes[0]][0]["valid"]} validation photos '
+          f'(one photo = {100/runs[recipes[0]][0]["valid"]:.2f} points)')
+    print(f'{"recipe":>15}  {"error mean ± sd":>16}  {"time s mean ± sd":>17}  {"s/epoch":>8}  {"peak MB":>8}  '
+          f'{"time/tutorial":>13}  {"error - tutorial":>16}')
+    base = runs.get('tutorial')
+    for r in recipes:
+        e, es = ms([x['error'] for x in runs[r]]); s, ss = ms([x['seconds'] for x in runs[r]])
+        ep = statistics.mean(epoch_seconds(x) for x in runs[r]); mb = max(x['peak_mb'] for x in runs[r])
+        line = f'{r:>15}  {e:9.2%} ± {es:5.2%}  {s:8.1f} ± {ss:6.1f}  {ep:8.1f}  {mb:8.0f}'
+        if base and r != 'tutorial':
+            be = statistics.mean(x['error'] for x in base); bs = statistics.mean(x['seconds'] for x in base)
+            diffs = [a['error'] - b['error'] for a, b in zip(runs[r], base)]  # paired: the same split
+            line += f'  {s/bs:13.2f}  {100*(e-be):+8.2f} pts (paired sd {100*ms(diffs)[1]:.2f})'
+        print(line, flush=True)
+
+
+def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('data', nargs='?', help='folder of class folders (default: the built-in flower photos)')
+    p.add_argument('folders', nargs='*', help='more datasets: folders of class folders')
+    p.add_argument('--flowers', action='store_true', help='add the 2,000 TensorFlow flower photos ($IMGCLF_FLOWERS or /work/shared/data/flowers)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3, 4, 5])
+    p.add_argument('--recipes', nargs='+', default=['tutorial', 'imgclf'], choices=RECIPES)
     p.add_argument('--arch', default='efficientnet_lite0')
-    p.add_argument('--seed', type=int, default=42)
+    p.add_argument('--no-builtin', action='store_true', help='leave out the built-in photos')
+    p.add_argument('--json', help='append every run to this JSON-lines file')
+    p.add_argument('--summary', metavar='JSON', help='train nothing: print the summary of the runs kept in this JSON-lines file')
     a = p.parse_args()
-    if a.data is None:
+    if a.summary:  # e.g. seeds run one invocation at a time, into one file
+        rows = [json.loads(l) for l in open(a.summary) if l.strip()]
+        for name in dict.fromkeys(r['dataset'] for r in rows):
+            mine = [r for r in rows if r['dataset'] == name]
+            recipes = [r for r in RECIPES if any(x['recipe'] == r for x in mine)]
+            seeds = sorted(set.intersection(*({x['seed'] for x in mine if x['recipe'] == r} for r in recipes)))
+            runs = {r: sorted((x for x in mine if x['recipe'] == r and x['seed'] in seeds), key=lambda x: x['seed']) for r in recipes}
+            summary(f'{name}, seeds {seeds}', runs, recipes)
+        return
+    sets = []
+    if not a.no_builtin:
         from imgclf.photos import flower_photos
-        a.data = str(flower_photos(Path(tempfile.mkdtemp())/'flowers'))
-    print(f'data {a.data}, backbone {a.arch}, seed {a.seed}, {os.cpu_count()} CPU cores', flush=True)
-    res = {r: run(r, a) for r in ('tutorial', 'imgclf')}
-    for r, v in res.items():
-        print(f'{r:>9}: {v["seconds"]:7.1f} s   error {v["error"]:.2%}   peak RSS {v["peak_mb"]:.0f} MB   '
-              f'per epoch: ' + ', '.join(f'{e:.1%}@{s:.0f}s' for s, e in v['epochs']))
-    t, m = res['tutorial'], res['imgclf']
-    reach = next((s for s, e in m['epochs'] if e <= t['error']), None)
-    print(f'\nwall time imgclf/tutorial: {m["seconds"]/t["seconds"]:.2f}   (target <= 0.33)')
-    print(f'error imgclf - tutorial: {100*(m["error"]-t["error"]):+.2f} points   (target <= 0)')
-    print(f'peak memory imgclf/tutorial: {m["peak_mb"]/t["peak_mb"]:.2f}')
-    print('time for imgclf to reach the tutorial recipe\'s final error: ' +
-          (f'{reach:.0f} s ({reach/t["seconds"]:.2f} of the tutorial\'s time)' if reach else 'not reached'))
+        sets.append(('built-in flower photos', flower_photos(Path(tempfile.mkdtemp())/'flowers')))
+    if a.flowers:
+        f = Path(os.environ.get('IMGCLF_FLOWERS', '/work/shared/data/flowers'))
+        if f.is_dir(): sets.append(('TensorFlow flowers', f))
+        else: print(f'--flowers: {f} not found, left out')
+    sets += [(str(f), Path(f)) for f in a.folders]
+    print(f'{len(sets)} dataset(s), recipes {", ".join(a.recipes)}, seeds {a.seeds}, backbone {a.arch}, '
+          f'{os.cpu_count()} CPU cores, OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}', flush=True)
+    for name, data in sets:
+        runs = {r: [] for r in a.recipes}
+        for seed in a.seeds:
+            for r in a.recipes:
+                res = dict(run(r, data, seed, a.arch), seed=seed, dataset=name)
+                runs[r].append(res)
+                print(f'  {name} seed {seed} {r:>15}: error {res["error"]:.2%}  {res["seconds"]:.1f} s', flush=True)
+                if a.json:
+                    with open(a.json, 'a') as f: f.write(json.dumps(res) + '\n')
+        summary(name, runs, a.recipes)
+
+
+if __name__ == '__main__': main()
