@@ -10,8 +10,8 @@ import imgclf
 from .core import ImgclfError, imgclf_home, scan_dataset, atomic_path
 
 # %% auto #0
-__all__ = ['write_report', 'cmd_demo', 'cmd_train', 'cmd_export', 'cmd_predict', 'app_notebook', 'voila_command', 'cmd_app',
-           'cmd_gather', 'cmd_clean', 'cmd_undo', 'parser', 'run', 'main']
+__all__ = ['write_report', 'cmd_demo', 'cmd_train', 'cmd_export', 'cmd_predict', 'cmd_serve', 'app_notebook', 'free_port',
+           'voila_command', 'cmd_app', 'cmd_gather', 'cmd_clean', 'cmd_undo', 'parser', 'run', 'main']
 
 # %% ../nbs/08_cli.ipynb #8eec150d
 def write_report(learn, # a trained learner
@@ -42,13 +42,18 @@ def write_report(learn, # a trained learner
 def _train_and_export(data, out:Path, arch, epochs, size, lr, bs, valid_pct, seed, quiet=False) -> dict:
     from imgclf.train import train_classifier
     from imgclf.export import export_classifier
+    from imgclf.data import check_cached, PresizeCache, presize_for
     t0 = time.perf_counter()
-    report = scan_dataset(data)
-    print(report, flush=True)
+    first = int(os.environ.get('RANK', 0)) == 0  # one of several training processes: only the first reports and exports
+    report = None
+    if first:  # each picture decoded once: the check fills the presize cache that training reads
+        report = check_cached(scan_dataset(data, check=False), PresizeCache(presize_for(size)))
+        print(report, flush=True)
     learn = train_classifier(data, arch=arch, epochs=epochs, size=size, lr=lr, bs=bs, valid_pct=valid_pct,
-                             seed=seed, out=out, quiet=quiet)
+                             seed=seed, out=out, quiet=quiet, report=report)
+    if not first: return dict(rank=int(os.environ['RANK']))
     secs = time.perf_counter() - t0
-    model = export_classifier(learn, Path(out)/'model.pkl')
+    model = export_classifier(learn, Path(out)/'model.safetensors', name=Path(data).name)
     summary = write_report(learn, out)
     print(f'\nPer class (validation set):\n{summary["classes"].to_string()}')
     print(f'\nerror rate: {summary["error_rate"]:.2%} on {summary["valid_images"]} validation images '
@@ -56,7 +61,8 @@ def _train_and_export(data, out:Path, arch, epochs, size, lr, bs, valid_pct, see
     print(f'model:      {model}')
     print(f'report:     {out}/classes.csv, misclassified.csv, confusion_matrix.png, losses.png')
     meta = dict(data=str(data), arch=arch, epochs=epochs, size=size, lr=learn.lr_used, bs=bs, valid_pct=valid_pct,
-                seed=seed, seconds=round(secs, 1), error_rate=summary['error_rate'], vocab=list(learn.dls.vocab))
+                seed=seed, seconds=round(secs, 1), error_rate=summary['error_rate'], vocab=list(learn.dls.vocab),
+                processes=getattr(learn, 'processes', 1))
     with atomic_path(Path(out)/'run.json') as t: t.write_text(json.dumps(meta, indent=2))
     return dict(model=model, **meta)
 
@@ -69,27 +75,56 @@ def cmd_demo(args):
     print(f'\nOpen the app with this model:  imgclf app --model {res["model"]}')
     return res
 
+def _launch(args, out:Path) -> dict:
+    "Run this `imgclf train` in `args.processes` processes, data-parallel (as `torchrun` would); the first one's result"
+    import socket
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    argv = [sys.executable, '-c', 'import sys; from imgclf.cli import main; sys.exit(main())', 'train', str(args.data),
+            '--arch', args.arch, '--epochs', str(args.epochs), '--size', str(args.size), '--seed', str(args.seed),
+            '--bs', str(args.bs), '--valid-pct', str(args.valid_pct), '--out', str(out)] + \
+           (['--lr', str(args.lr)] if args.lr else []) + (['--quiet'] if args.quiet else [])
+    n = args.processes
+    threads = os.environ.get('OMP_NUM_THREADS') or str(max(1, (os.cpu_count() or 1) // n))
+    print(f'Training in {n} processes ({threads} thread(s) each)', flush=True)
+    procs = [subprocess.Popen(argv, env={**os.environ, 'WORLD_SIZE': str(n), 'RANK': str(r), 'LOCAL_RANK': str(r),
+                                         'LOCAL_WORLD_SIZE': str(n), 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
+                                         'OMP_NUM_THREADS': threads}) for r in range(n)]
+    try:
+        while any(p.poll() is None for p in procs):
+            if any(p.returncode for p in procs): break  # one failed: stop the others rather than let them wait forever
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.poll() is None: p.terminate()
+        for p in procs: p.wait()
+    if bad := [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]:
+        raise ImgclfError('training process(es) failed: ' + ', '.join(f'{r} (status {c})' for r, c in bad))
+    return json.loads((out/'run.json').read_text())
+
 def cmd_train(args):
     "Train on a folder of class folders"
     out = Path(args.out or Path(args.data).expanduser().absolute().with_name(Path(args.data).name + '-model'))
+    if args.processes < 1: raise ImgclfError(f'--processes must be 1 or more, got {args.processes}')
+    if args.processes > 1 and int(os.environ.get('WORLD_SIZE', 1)) <= 1: return _launch(args, out)
     return _train_and_export(Path(args.data), out, args.arch, args.epochs, args.size, args.lr, args.bs,
                              args.valid_pct, args.seed, quiet=args.quiet)
 
 def cmd_export(args):
-    "Check a model file loads, then copy it atomically"
-    from imgclf.export import load_classifier
-    learn = load_classifier(args.model)
+    "Check a model file loads, then copy it atomically; a fastai pickle (with --allow-pickle) is written in the safe format"
+    from imgclf.export import load_classifier, export_classifier
+    clf = load_classifier(args.model, allow_pickle=args.allow_pickle)
     dest = Path(args.dest).expanduser()
-    if dest.is_dir(): dest = dest/Path(args.model).name
-    with atomic_path(dest) as t: shutil.copyfile(args.model, t)
-    print(f'{dest}: classes {", ".join(learn.dls.vocab)}')
+    if dest.is_dir(): dest = dest/(Path(args.model).stem + '.safetensors')
+    if clf.format == 'pickle': export_classifier(clf.learn, dest, name=Path(args.model).stem)
+    else:
+        with atomic_path(dest) as t: shutil.copyfile(args.model, t)
+    print(f'{dest}: classes {", ".join(clf.classes)} ({clf.format} file in, safetensors out)')
     return dest
 
 def cmd_predict(args):
     "Classify an image or a folder"
     from imgclf.export import load_classifier, predict_folder
-    learn = load_classifier(args.model)
-    df = predict_folder(learn, Path(args.path))
+    df = predict_folder(load_classifier(args.model, allow_pickle=args.allow_pickle), Path(args.path))
     if args.csv:
         with atomic_path(Path(args.csv)) as t: df.to_csv(t, index=False)
         print(f'wrote {len(df)} rows to {args.csv}')
@@ -101,30 +136,65 @@ def cmd_predict(args):
     if bad: print(f'{bad} file(s) could not be read; see the error column', file=sys.stderr)
     return df
 
+def cmd_serve(args):
+    "Serve a model as a web service (JSON API and upload page)"
+    from imgclf.export import demo_model
+    from imgclf.serve import serve
+    serve(Path(args.model).expanduser() if args.model else demo_model(), args.host, args.port, args.max_mb)
+
 # %% ../nbs/08_cli.ipynb #be8e8470
 def app_notebook() -> Path:
-    "The app notebook, `nbs/07_app.ipynb` of the imgclf checkout this package was installed from"
-    nb = Path(imgclf.__file__).resolve().parent.parent/'nbs'/'07_app.ipynb'
-    if not nb.is_file():
-        raise ImgclfError(f'App notebook not found at {nb}: `imgclf app` needs the imgclf repository '
-                          '(clone it and `pip install -e .`)')
-    return nb
+    "The app notebook: the copy installed with the package (`imgclf/app.ipynb`), else `nbs/07_app.ipynb` of a checkout"
+    pkg = Path(imgclf.__file__).resolve().parent
+    for nb in [pkg/'app.ipynb', pkg.parent/'nbs'/'07_app.ipynb']:
+        if nb.is_file(): return nb
+    raise ImgclfError(f'The app notebook is missing from {pkg}: reinstall imgclf')
 
-def voila_command(model:Path, port:int=8866, browser:bool=True) -> list[str]:
-    "The `voila` command line that serves the app with `model`"
-    cmd = [sys.executable, '-m', 'voila', str(app_notebook()), f'--port={port}', '--show_tracebacks=False',
-           '--Voila.ip=127.0.0.1']
+def free_port(port:int, # the port asked for
+              host:str='127.0.0.1', # the address to listen on
+              tries:int=100, # how many ports after `port` to try
+             ) -> int:
+    "`port` if it is free on `host`, else the next free one after it"
+    import socket
+    for p in range(port, port + tries):
+        with socket.socket() as s:
+            try: s.bind((host, p)); return p
+            except OSError: continue
+    raise ImgclfError(f'No free port on {host} between {port} and {port + tries - 1}')
+
+def voila_command(port:int=8866, # the port to serve on (it must be free: see `free_port`)
+                  host:str='127.0.0.1', # the address to listen on (0.0.0.0: every network interface)
+                  browser:bool=True, # open a browser tab
+                  pool_size:int=1, # kernels kept running the notebook ahead of visitors
+                  cull_after:int=180, # seconds: a kernel idle this long with no page connected is stopped
+                 ) -> list[str]:
+    "The `voila` command line that serves the app: preheated kernels, abandoned kernels culled, phone-sized uploads"
+    from imgclf.app import WEBSOCKET_LIMIT
+    cmd = [sys.executable, '-m', 'voila', str(app_notebook()), f'--port={port}', f'--Voila.ip={host}',
+           '--Voila.port_retries=0', '--show_tracebacks=False',
+           '--preheat_kernel=True', f'--pool_size={pool_size}',
+           f'--MappingKernelManager.cull_idle_timeout={cull_after}',
+           f'--MappingKernelManager.cull_interval={max(1, min(30, cull_after // 3))}',
+           '--MappingKernelManager.cull_connected=False',
+           f"--Voila.tornado_settings={{'websocket_max_message_size': {WEBSOCKET_LIMIT}}}"]
     if not browser: cmd.append('--no-browser')
     return cmd
 
 def cmd_app(args):
     "Serve the app notebook with Voila"
-    from imgclf.export import demo_model, load_classifier
-    model = Path(args.model).expanduser().absolute() if args.model else demo_model()
-    load_classifier(model)  # fail here, clearly, rather than inside the app
-    env = {**os.environ, 'IMGCLF_MODEL': str(model)}
-    print(f'Serving the app with {model} at http://127.0.0.1:{args.port}  (Ctrl-C to stop)', flush=True)
-    cmd = voila_command(model, args.port, not args.no_browser)
+    from imgclf.app import MAX_UPLOAD
+    model = args.model or os.environ.get('IMGCLF_MODEL')
+    if model: model = Path(model).expanduser().absolute()  # a relative path starts where the command runs
+    else:
+        from imgclf.export import demo_model
+        model = demo_model()  # the demo model, as `imgclf demo` wrote it (trained now if missing)
+    if not model.is_file(): raise ImgclfError(f'Model file not found: {model}')
+    # the model is loaded once, by the preheated kernel: a file that is not a model is reported in this terminal
+    port = free_port(args.port, args.host)
+    busy = f' (port {args.port} is busy)' if port != args.port else ''
+    print(f'Serving the app with {model} at http://{args.host}:{port}/{busy}  (Ctrl-C to stop)', flush=True)
+    env = {**os.environ, 'IMGCLF_MODEL': str(model), 'IMGCLF_MAX_UPLOAD': str(MAX_UPLOAD)}
+    cmd = voila_command(port, args.host, not args.no_browser, args.pool_size, args.cull_after)
     os.execve(cmd[0], cmd, env)  # become the voila server: stopping this process stops the server
 
 def cmd_gather(args):
@@ -212,18 +282,32 @@ def parser() -> argparse.ArgumentParser:
     train_opts(s, 3, 160)
     s.add_argument('--bs', type=int, default=32, help='batch size (default %(default)s)')
     s.add_argument('--valid-pct', type=float, default=0.2, help='fraction held out for validation (default %(default)s)')
-    s.add_argument('--out', help='output folder for model.pkl and the report (default: DATA-model beside DATA)')
+    s.add_argument('--out', help='output folder for model.safetensors and the report (default: DATA-model beside DATA)')
+    s.add_argument('--processes', type=int, default=1, help='train data-parallel in this many processes: one per GPU, '
+                   'or CPU processes (gloo); the batch size is per process (default %(default)s)')
     s.set_defaults(func=cmd_train)
-    s = sub.add_parser('export', help='check a model file and copy it safely')
-    s.add_argument('model'); s.add_argument('dest', help='file or folder to copy to')
+    pickle_help = 'also read a fastai pickle (.pkl): loading one runs code from the file, so only for files you trust'
+    s = sub.add_parser('export', help='check a model file and copy it safely (a pickle: write it in the safe format)')
+    s.add_argument('model'); s.add_argument('dest', help='file or folder to write to (.safetensors)')
+    s.add_argument('--allow-pickle', action='store_true', help=pickle_help)
     s.set_defaults(func=cmd_export)
     s = sub.add_parser('predict', help='classify an image or every image in a folder')
     s.add_argument('model'); s.add_argument('path', help='an image or a folder of images')
     s.add_argument('--csv', help='write the table to this CSV file instead of printing it')
+    s.add_argument('--allow-pickle', action='store_true', help=pickle_help)
     s.set_defaults(func=cmd_predict)
+    s = sub.add_parser('serve', help='serve a model as a web service: POST /predict, GET /health, an upload page at /')
+    s.add_argument('--model', help='model file (.safetensors; default: the demo model, trained if missing)')
+    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default %(default)s; 0.0.0.0 in a container)')
+    s.add_argument('--port', type=int, default=8000, help='port (default %(default)s)')
+    s.add_argument('--max-mb', type=float, default=25, help='largest upload accepted, in MiB (default %(default)s)')
+    s.set_defaults(func=cmd_serve)
     s = sub.add_parser('app', help='serve the classifier app with Voila')
-    s.add_argument('--model', help='model file (default: the demo model, trained if missing)')
-    s.add_argument('--port', type=int, default=8866)
+    s.add_argument('--model', help='model file (default: $IMGCLF_MODEL, else the demo model that `imgclf demo` writes)')
+    s.add_argument('--port', type=int, default=8866, help='port (default %(default)s; the next free one if taken)')
+    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default %(default)s; 0.0.0.0 for every interface)')
+    s.add_argument('--pool-size', type=int, default=1, help='kernels kept ready with the model loaded (default %(default)s)')
+    s.add_argument('--cull-after', type=int, default=180, help='seconds before an idle kernel with no page is stopped (default %(default)s)')
     s.add_argument('--no-browser', action='store_true', help='do not open a browser')
     s.set_defaults(func=cmd_app)
     s = sub.add_parser('gather', help='build a dataset folder from the web, URL files or folders')

@@ -15,8 +15,8 @@ from .images import open_image, DownloadError
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'BACKBONES', 'Prediction', 'ConcatPool', 'head_layer', 'Network', 'build_network',
-           'crop_pad', 'check_step', 'Classifier', 'open_image_pil', 'check_meta', 'save_model', 'read_header',
-           'load_model']
+           'crop_pad', 'check_step', 'Classifier', 'open_image_pil', 'check_meta', 'save_model', 'is_pickle',
+           'read_header', 'load_model']
 
 # %% ../nbs/lib/17_model.ipynb #32424f38
 FORMAT, FORMAT_VERSION = 'imgclf-classifier', 1
@@ -255,17 +255,23 @@ def _match(expected:dict, tensors:dict):
             raise ValueError(f'weight {k} is {t.dtype} {tuple(t.shape)}, the architecture needs {e.dtype} {tuple(e.shape)}')
 
 # %% ../nbs/lib/17_model.ipynb #6be62170
+def is_pickle(head:bytes) -> bool:
+    "Whether a file starting with `head` (9 bytes or more) is a pickle: torch's zip container, or a bare pickle"
+    if head[8:9] == b'{': return False  # a safetensors header: its length, then JSON
+    return head[:4] == b'PK\x03\x04' or (head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05'))
+
 def read_header(path:Path) -> dict:
     "The JSON header of a safetensors file, read with every size checked; `ImgclfError` naming `path` if it is not one"
     size = path.stat().st_size
     with open(path, 'rb') as f:
-        head = f.read(8)
-        if head[:2] == b'PK' or head[:1] == b'\x80':
+        head = f.read(9)
+        if is_pickle(head):
             raise ImgclfError(f'{path} is a pickle (a fastai or torch export), not a safetensors model file. Loading a pickle '
                               'runs code from the file: use imgclf.export.load_classifier(path, allow_pickle=True) '
                               'only for files you trust, and export them again in the safe format')
         if len(head) < 8: raise ImgclfError(f'{path} is not a model file: it is only {size} bytes')
-        n = struct.unpack('<Q', head)[0]
+        n = struct.unpack('<Q', head[:8])[0]
+        f.seek(8)
         if n > min(_MAX_HEADER, size - 8):
             raise ImgclfError(f'{path} is not a safetensors model file (its first bytes announce a {n:,}-byte header '
                               f'in a {size:,}-byte file): truncated, or another kind of file')

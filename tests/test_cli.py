@@ -17,9 +17,9 @@ def test_demo_trains_reports_and_exports(demo_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     err = float(re.search(r'error rate: ([\d.]+)%', proc.stdout).group(1))
     assert 0 < err <= 30.0, proc.stdout  # five flowers, a few planted mistakes, 81 validation photos: a real error rate
-    assert f'model:      {out/"model.pkl"}' in proc.stdout
-    assert f'imgclf app --model {out/"model.pkl"}' in proc.stdout
-    for f in ['model.pkl', 'classes.csv', 'misclassified.csv', 'confusion_matrix.png', 'losses.png', 'run.json']:
+    assert f'model:      {out/"model.safetensors"}' in proc.stdout
+    assert f'imgclf app --model {out/"model.safetensors"}' in proc.stdout
+    for f in ['model.safetensors', 'classes.csv', 'misclassified.csv', 'confusion_matrix.png', 'losses.png', 'run.json']:
         assert (out/f).stat().st_size > 0, f
     run = json.loads((out/'run.json').read_text())
     flowers = ['daisy', 'dandelion', 'rose', 'sunflower', 'tulip']
@@ -36,7 +36,7 @@ def test_predict_folder_and_csv(demo_run, imgclf_home, tmp_path):
     photos = Path(imgclf_home)/'flowers'
     flowers = ['daisy', 'dandelion', 'rose', 'sunflower', 'tulip']
     csv = tmp_path/'preds.csv'
-    proc = imgclf('predict', out/'model.pkl', photos, '--csv', csv, home=imgclf_home)
+    proc = imgclf('predict', out/'model.safetensors', photos, '--csv', csv, home=imgclf_home)
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(csv, keep_default_na=False)
     assert len(df) == 406 and set(df.label) <= set(flowers)
@@ -50,7 +50,7 @@ def test_predict_reports_bad_files_and_keeps_going(demo_run, imgclf_home, tmp_pa
     src = sorted((Path(imgclf_home)/'flowers'/'sunflower').glob('*.jpg'))[0]
     (tmp_path/'ok.jpg').write_bytes(src.read_bytes())
     (tmp_path/'broken.jpg').write_text('<html>404</html>')
-    proc = imgclf('predict', out/'model.pkl', tmp_path, home=imgclf_home)
+    proc = imgclf('predict', out/'model.safetensors', tmp_path, home=imgclf_home)
     assert proc.returncode == 0
     assert 'ok.jpg' in proc.stdout and 'sunflower' in proc.stdout
     assert 'broken.jpg' in proc.stdout and 'not an image' in proc.stdout
@@ -59,14 +59,19 @@ def test_predict_reports_bad_files_and_keeps_going(demo_run, imgclf_home, tmp_pa
 
 def test_export_checks_then_copies(demo_run, imgclf_home, tmp_path):
     _, out = demo_run
-    proc = imgclf('export', out/'model.pkl', tmp_path, home=imgclf_home)
+    proc = imgclf('export', out/'model.safetensors', tmp_path, home=imgclf_home)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path/'model.pkl').read_bytes() == (out/'model.pkl').read_bytes()
+    assert (tmp_path/'model.safetensors').read_bytes() == (out/'model.safetensors').read_bytes()
     assert 'classes daisy, dandelion, rose, sunflower, tulip' in proc.stdout
-    junk = tmp_path/'junk.pkl'; junk.write_bytes(b'nope')
-    proc = imgclf('export', junk, tmp_path/'copy.pkl', home=imgclf_home)
-    assert proc.returncode == 2 and 'is not a model exported by imgclf or fastai' in proc.stderr
-    assert not (tmp_path/'copy.pkl').exists()
+    junk = tmp_path/'junk.safetensors'; junk.write_bytes(b'nope')
+    proc = imgclf('export', junk, tmp_path/'copy.safetensors', home=imgclf_home)
+    assert proc.returncode == 2 and f'{junk} is not a model file' in proc.stderr
+    assert not (tmp_path/'copy.safetensors').exists()
+    pkl = tmp_path/'old.pkl'; pkl.write_bytes(b'\x80\x04\x95' + b'\x00' * 64)  # a pickle is refused unless asked for
+    proc = imgclf('export', pkl, tmp_path/'copy.safetensors', home=imgclf_home)
+    assert proc.returncode == 2 and 'is a pickle' in proc.stderr and '--allow-pickle' in proc.stderr
+    proc = imgclf('predict', pkl, tmp_path, home=imgclf_home)
+    assert proc.returncode == 2 and 'is a pickle' in proc.stderr
 
 
 @pytest.mark.parametrize('setup,message', [
@@ -94,14 +99,14 @@ def test_train_refuses_bad_folders_clearly(setup, message, tmp_path, imgclf_home
 
 
 def test_predict_missing_model_is_clear(tmp_path, imgclf_home):
-    proc = imgclf('predict', tmp_path/'none.pkl', tmp_path, home=imgclf_home)
-    assert proc.returncode == 2 and f'Model file not found: {tmp_path/"none.pkl"}' in proc.stderr
+    proc = imgclf('predict', tmp_path/'none.safetensors', tmp_path, home=imgclf_home)
+    assert proc.returncode == 2 and f'Model file not found: {tmp_path/"none.safetensors"}' in proc.stderr
 
 
 def test_app_command_serves_the_app_with_voila(demo_run, imgclf_home):
     _, out = demo_run
     port = free_port()
-    p = subprocess.Popen([str(BIN/'imgclf'), 'app', '--model', str(out/'model.pkl'), '--port', str(port), '--no-browser'],
+    p = subprocess.Popen([str(BIN/'imgclf'), 'app', '--model', str(out/'model.safetensors'), '--port', str(port), '--no-browser'],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env={**os.environ, 'IMGCLF_HOME': str(imgclf_home)})
     try:

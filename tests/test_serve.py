@@ -1,0 +1,123 @@
+"`imgclf serve` as a client meets it: the real command on a free port of 127.0.0.1, real photos, bad uploads."
+import io, http.client, json, os, signal, subprocess, time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+import httpx
+import pytest
+from PIL import Image
+from conftest import BIN, free_port
+
+
+@pytest.fixture(scope='module')
+def model(imgclf_home):
+    "The demo model in the safe format (trained on the built-in photos the first time)"
+    from imgclf.export import demo_model
+    return demo_model()
+
+
+@pytest.fixture(scope='module')
+def server(model, imgclf_home, tmp_path_factory):
+    "`imgclf serve` with a 2 MiB upload limit on a free port; its base URL; stopped afterwards"
+    log = tmp_path_factory.mktemp('serve')/'serve.log'
+    port = free_port()
+    with open(log, 'wb') as out:
+        proc = subprocess.Popen([str(BIN/'imgclf'), 'serve', '--model', str(model), '--port', str(port), '--max-mb', '2'],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'})
+    url, deadline = f'http://127.0.0.1:{port}', time.time() + 120
+    while True:
+        try:
+            if httpx.get(url + '/health', timeout=2).status_code == 200: break
+        except httpx.TransportError: pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill(); pytest.fail(f'imgclf serve did not start:\n{log.read_text(errors="replace")[-3000:]}')
+        time.sleep(0.3)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try: proc.wait(timeout=20)
+    except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+
+
+def post(url, data:bytes, name='photo.jpg', timeout=60):
+    return httpx.post(url + '/predict', files={'file': (name, data, 'application/octet-stream')}, timeout=timeout)
+
+
+def test_predictions_equal_the_classifiers(server, model, imgclf_home):
+    from imgclf.model import load_model
+    from imgclf.core import image_files
+    clf = load_model(model)
+    photos = [image_files(Path(imgclf_home)/'flowers'/c)[i] for c in clf.classes for i in (0, 7)]
+    with ThreadPoolExecutor(8) as ex:  # eight clients at once: answered in batches, each answer its own
+        answers = list(ex.map(lambda f: post(server, f.read_bytes(), f.name), photos))
+    for f, r in zip(photos, answers):
+        assert r.status_code == 200, r.text
+        j, want = r.json(), clf.predict(f)
+        assert j['label'] == want.label and list(j['probs']) == list(want.probs)
+        assert abs(j['probability'] - want.probability) < 1e-6
+        assert max(abs(j['probs'][c] - want.probs[c]) for c in clf.classes) < 1e-6
+    assert sum(r.json()['label'] == f.parent.name for f, r in zip(photos, answers)) >= 7
+
+
+def test_health_and_page(server, model):
+    from imgclf.model import load_model
+    clf = load_model(model)
+    h = httpx.get(server + '/health').json()
+    assert h == {'status': 'ok', 'model': clf.name, 'classes': clf.classes}
+    page = httpx.get(server + '/')
+    assert page.status_code == 200 and f'<title>{clf.name}</title>' in page.text
+    assert 'name="viewport"' in page.text and 'type="file"' in page.text
+
+
+def test_too_large_is_413_whether_announced_or_not(server):
+    big = b'\xff\xd8' + os.urandom(3 * 2**20)
+    r = post(server, big)
+    assert r.status_code == 413 and 'larger than 2 MiB' in r.json()['error']
+    # a client that announces a small body and sends a large one (chunked, no Content-Length): cut off while streaming
+    def chunks():
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n'
+        for _ in range(40): yield b'\xff' * 2**17
+        yield b'\r\n--b--\r\n'
+    r = httpx.post(server + '/predict', content=chunks(), headers={'content-type': 'multipart/form-data; boundary=b'}, timeout=60)
+    assert r.status_code == 413
+    host, port = server.removeprefix('http://').split(':')
+    c = http.client.HTTPConnection(host, int(port), timeout=30)
+    c.putrequest('POST', '/predict'); c.putheader('Content-Type', 'multipart/form-data; boundary=b')
+    c.putheader('Content-Length', str(50 * 2**20)); c.endheaders()  # announced too large: refused before the body
+    assert c.getresponse().status == 413
+
+
+@pytest.mark.parametrize('name,data,message', [
+    ('notes.jpg', b'Shopping list: bread, milk.', 'not an image'),
+    ('page.jpg', b'<!doctype html><html><body>404</body></html>', 'HTML page'),
+    ('empty.jpg', b'', 'empty'),
+])
+def test_not_a_photo_is_422_with_a_clear_message(server, name, data, message):
+    r = post(server, data, name)
+    assert r.status_code == 422 and message in r.json()['error'] and 'Traceback' not in r.text
+
+
+def test_broken_photo_and_bad_requests_are_422(server, imgclf_home):
+    from imgclf.core import image_files
+    good = image_files(Path(imgclf_home)/'flowers'/'daisy')[0].read_bytes()
+    r = post(server, good[:len(good)//3], 'cut.jpg')
+    assert r.status_code in (200, 422)  # Pillow may still decode the top third of a JPEG: never a server error
+    r = post(server, b'\xff\xd8\xff\xe0' + b'\x00' * 500, 'zeros.jpg')
+    assert r.status_code == 422 and 'zeros.jpg' in r.json()['error']
+    r = httpx.post(server + '/predict', data={'other': 'x'})
+    assert r.status_code == 422
+    r = httpx.post(server + '/predict', files={'photo': ('a.jpg', good)})
+    assert r.status_code == 422 and 'field named "file"' in r.json()['error']
+    r = httpx.post(server + '/predict', content=b'--nope', headers={'content-type': 'multipart/form-data; boundary=b'})
+    assert r.status_code in (200, 422) and r.status_code == 422
+    assert httpx.get(server + '/health').status_code == 200  # still serving
+
+
+def test_a_sideways_phone_photo_gets_the_upright_answer(server, imgclf_home):
+    from imgclf.core import image_files
+    im = Image.open(image_files(Path(imgclf_home)/'flowers'/'sunflower')[2]).convert('RGB').resize((300, 200))
+    up, side = io.BytesIO(), io.BytesIO()
+    im.save(up, 'PNG')
+    exif = Image.Exif(); exif[0x0112] = 6
+    im.transpose(Image.Transpose.ROTATE_90).save(side, 'PNG', exif=exif)
+    a, b = post(server, up.getvalue(), 'up.png').json(), post(server, side.getvalue(), 'side.png').json()
+    assert a['label'] == b['label'] and abs(a['probability'] - b['probability']) < 1e-6
