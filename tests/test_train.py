@@ -46,3 +46,56 @@ def test_progress_in_a_log_is_one_line_per_epoch_and_quiet_is_silent(imgclf_home
     assert [l.split() for l in lines[0::2]] == [header, header]  # fine_tune: the head's epoch, then the whole network's
     assert [l.split()[0] for l in lines[1::2]] == ['0', '0'] and len(lines) == 4
     assert all(0 <= float(v) for l in lines[1::2] for v in l.split()[1:5])
+
+
+def test_training_reads_pictures_once_and_upright(imgclf_home, tmp_path):
+    "A second training finds every picture in the presize cache (no decoding); a sideways phone photo is cached upright"
+    import numpy as np
+    from PIL import Image
+    from imgclf.data import PresizeCache, presize_for
+    from imgclf.train import train_classifier
+    data = tmp_path/'data'
+    rng = np.random.default_rng(0)
+    for c in ('a', 'b'):
+        (data/c).mkdir(parents=True)
+        for i in range(6): Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(data/c/f'{i}.png')
+    up = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    exif = Image.Exif(); exif[0x0112] = 6
+    up.transpose(Image.Transpose.ROTATE_90).save(data/'a'/'phone.png', exif=exif)
+    train_classifier(data, size=32, epochs=1, lr=1e-3, out=tmp_path/'run', quiet=True)
+    cache = PresizeCache(presize_for(32))
+    cached = cache.get(data/'a'/'phone.png')
+    assert cached.shape == (40, 60, 3)  # upright: wider than high, as the photo is meant to be seen
+    made = []
+    orig = PresizeCache.make
+    try:
+        PresizeCache.make = lambda self, f: made.append(f) or orig(self, f)
+        train_classifier(data, size=32, epochs=1, lr=1e-3, out=tmp_path/'run', quiet=True)
+    finally: PresizeCache.make = orig
+    assert made == []
+
+
+def test_two_processes_train_like_one(imgclf_home, tmp_path):
+    "`imgclf train --processes 2` trains data-parallel on the CPU (gloo) and reaches the error of one process, within noise"
+    import json, os, subprocess, sys
+    from pathlib import Path
+    from imgclf.photos import flower_photos
+    from imgclf.train import train_classifier, valid_predictions
+    data = flower_photos(tmp_path/'flowers')
+    # one process, batches of 32; two processes, 16 each: the same batches and steps
+    learn = train_classifier(data, size=96, epochs=2, lr=3e-3, bs=32, out=tmp_path/'one', quiet=True)
+    preds = valid_predictions(learn)
+    one = float((preds.actual != preds.predicted).mean())
+    out = tmp_path/'two'
+    exe = Path(sys.executable).parent/'imgclf'
+    proc = subprocess.run([str(exe), 'train', str(data), '--processes', '2', '--size', '96', '--epochs', '2', '--lr', '3e-3',
+                           '--bs', '16', '--out', str(out), '--quiet'], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'Training in 2 processes' in proc.stdout
+    run = json.loads((out/'run.json').read_text())
+    assert run['processes'] == 2 and len(run['vocab']) == 5
+    assert (out/'classes.csv').is_file()
+    print(f'error: one process {one:.2%}, two processes {run["error_rate"]:.2%}')
+    assert one < 0.35 and run['error_rate'] < 0.35, (one, run['error_rate'])  # both learned (chance: 80% error)
+    assert abs(run['error_rate'] - one) <= 0.12, (one, run['error_rate'])  # 81 validation photos: a photo is 1.2 points
