@@ -1,5 +1,7 @@
 from configparser import ConfigParser
-import setuptools, shlex
+import setuptools, shlex, shutil
+from pathlib import Path
+from setuptools.command.build_py import build_py
 
 # note: all settings are in settings.ini; edit there, not here
 config = ConfigParser(delimiters=['='])
@@ -24,8 +26,16 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
 
+class BuildPy(build_py):
+    "Also install the app notebook, nbs/07_app.ipynb, as imgclf/app.ipynb: `imgclf app` serves it after any `pip install`"
+    def run(self):
+        super().run()
+        if not self.dry_run:
+            shutil.copyfile(Path('nbs')/'07_app.ipynb', Path(self.build_lib)/cfg['lib_path']/'app.ipynb')
+
 setuptools.setup(
     name = cfg['lib_name'],
+    cmdclass = {'build_py': BuildPy},
     license = lic[0],
     classifiers = [
         'Development Status :: ' + statuses[int(cfg['status'])],
@@ -36,7 +46,7 @@ setuptools.setup(
     packages = setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data = False,  # package_data below lists the data files
     # the built-in flower photos (imgclf/flowers: class folders of JPEGs, their credits and licence, the key)
-    package_data = {cfg['lib_name']: ['nbs/*.ipynb', 'flowers/*.*', 'flowers/*/*.jpg']},
+    package_data = {cfg['lib_name']: ['flowers/*.*', 'flowers/*/*.jpg']},
     install_requires = requirements,
     extras_require={ 'dev': dev_requirements },
     python_requires  = '>=' + cfg['min_python'],

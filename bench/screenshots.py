@@ -21,9 +21,12 @@ ex = ConfusionExplorer(vp, learn.dls.vocab)
 CLICK = """t = confusion_table(vp, learn.dls.vocab)
 ex.select(*max(((a, p) for a in t.index for p in t.columns if a != p), key=lambda ap: t.loc[ap]))
 """
-APP = """from imgclf.export import demo_model, load_classifier
+APP = """from IPython.display import display
+from imgclf.export import demo_model
+from imgclf.model import load_model
 from imgclf.app import ClassifierApp
-app = ClassifierApp(load_classifier(demo_model()))
+app = ClassifierApp(load_model(demo_model()))
+display(app.page())  # the app's style sheet and script, as the app notebook shows them
 """
 # In Voila's page each of the cleaner's photo boxes is a million pixels wide (one photo per screen); JupyterLab
 # shows them side by side, as this style does
@@ -47,14 +50,16 @@ for i in r.index[r.reason.str.startswith('likely mislabelled')][:2]: cl.choices.
 cl.go(0)
 cl.widget""", 1150),
     'app': (APP + """photo = sorted((flower_photos()/'rose').iterdir())[5]
-app.load(photo.read_bytes(), photo.name); app.classify()
-app.widget""", 750),
-    'app_unsure': (APP + """import io
+app.classify(photo.read_bytes(), photo.name)
+app.widget""", 390),
+    'app_unsure': (APP + """import io, matplotlib.cbook
 from PIL import Image
 from sklearn.datasets import load_sample_image
-b = io.BytesIO(); Image.fromarray(load_sample_image('china.jpg')).save(b, format='JPEG')
-app.load(b.getvalue(), 'temple.jpg'); app.classify()
-app.widget""", 750),
+others = {'temple.jpg': Image.fromarray(load_sample_image('china.jpg')), 'person.jpg': Image.open(matplotlib.cbook.get_sample_data('grace_hopper.jpg'))}
+name = min(others, key=lambda n: app.model.predict(others[n].convert('RGB')).probability)  # none of its classes: the least sure
+b = io.BytesIO(); others[name].convert('RGB').save(b, format='JPEG')
+app.classify(b.getvalue(), name)
+app.widget""", 1000),
 }
 
 

@@ -1,0 +1,243 @@
+"""The app as a visitor meets it: the real `imgclf app` command (Voila, preheated kernel, culling, large uploads) on a
+free port of 127.0.0.1, driven by Chromium through Playwright."""
+import io, os, re, signal, socket, subprocess, time
+from pathlib import Path
+import numpy as np
+import pytest
+from PIL import Image
+from conftest import BIN, free_port
+from test_app import chromium_path, CHROMIUM_ARGS, stop, model_file
+
+CULL_AFTER = 10  # seconds: short, so that the test of culling waits little
+
+
+@pytest.fixture(scope='module')
+def model(request):
+    "The model file `imgclf demo` wrote (or `$IMGCLF_TEST_MODEL`), and the model loaded from it"
+    from imgclf.model import load_model
+    path = model_file(request)
+    return path, load_model(path)
+
+
+def phone_photo(path:Path, target:int=20_000_000) -> Image.Image:
+    """Write a phone-sized JPEG (24 MP, over `target` bytes) stored sideways with EXIF orientation 6, as phones store
+    portrait shots; return the upright picture it shows (a landscape temple)"""
+    from sklearn.datasets import load_sample_image
+    up = Image.fromarray(load_sample_image('china.jpg')).resize((6000, 4000), Image.BICUBIC)
+    noise = np.random.default_rng(0).normal(0, 16, (4000, 6000, 3)).astype(np.int16)  # sensor noise: a big file
+    up = Image.fromarray((np.asarray(up, dtype=np.int16) + noise).clip(0, 255).astype(np.uint8))
+    exif = Image.Exif(); exif[0x0112] = 6  # "turn me 90 degrees clockwise to view"
+    up.transpose(Image.Transpose.ROTATE_90).save(path, 'JPEG', quality=98, exif=exif)
+    assert path.stat().st_size >= target, path.stat().st_size
+    return up
+
+
+@pytest.fixture(scope='module')
+def photos(imgclf_home, tmp_path_factory):
+    "A rose, a temple, a 20 MB phone photo, a text file named like a photo, and a file over the upload limit"
+    from imgclf.core import image_files
+    from imgclf.photos import flower_photos
+    from imgclf.app import MAX_UPLOAD
+    from sklearn.datasets import load_sample_image
+    d = tmp_path_factory.mktemp('photos')
+    out = {n: d/n for n in ['rose.jpg', 'temple.jpg', 'phone.jpg', 'notes.jpg', 'huge.jpg']}
+    Image.open(image_files(flower_photos()/'rose')[5]).save(out['rose.jpg'], quality=92)
+    Image.fromarray(load_sample_image('china.jpg')).save(out['temple.jpg'], quality=92)
+    phone_photo(out['phone.jpg'])
+    out['notes.jpg'].write_text('Shopping list: bread, milk, a better model.\n')
+    with open(out['huge.jpg'], 'wb') as f: f.write(b'\xff\xd8\xff' + os.urandom(MAX_UPLOAD + 1_000_000))
+    return out
+
+
+def kernels(proc) -> dict:
+    "{kernel id: pid} of the kernels a Voila process runs"
+    import psutil
+    found = {}
+    for c in psutil.Process(proc.pid).children(recursive=True):
+        try: m = re.search(r'kernel-([0-9a-f-]{36})\.json', ' '.join(c.cmdline()))
+        except psutil.Error: continue
+        if m: found[m.group(1)] = c.pid
+    return found
+
+
+@pytest.fixture(scope='module')
+def server(model, imgclf_home, tmp_path_factory):
+    """`imgclf app` asked for a port that is busy: it must serve on another and print that URL. Yields (url, process,
+    asked port, log tail)"""
+    tmp = tmp_path_factory.mktemp('app')
+    env = {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'JUPYTER_CONFIG_DIR': str(tmp/'config'),
+           'JUPYTER_DATA_DIR': str(tmp/'data'), 'JUPYTER_RUNTIME_DIR': str(tmp/'runtime'), 'IPYTHONDIR': str(tmp/'ipython'),
+           'MPLCONFIGDIR': str(tmp/'mpl')}
+    env.pop('IMGCLF_MAX_UPLOAD', None)
+    busy = socket.socket(); busy.bind(('127.0.0.1', 0)); busy.listen(1)
+    asked = busy.getsockname()[1]
+    logf = tmp/'app.log'
+    with open(logf, 'wb') as log:
+        proc = subprocess.Popen([str(BIN/'imgclf'), 'app', '--model', str(model[0]), '--port', str(asked), '--no-browser',
+                                 '--cull-after', str(CULL_AFTER)], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    text = lambda: logf.read_text(errors='replace')
+    try:
+        deadline = time.time() + 300
+        while not (m := re.search(r'Serving the app with .* at (http://127\.0\.0\.1:(\d+)/)', text())) or 'running at' not in text():
+            if proc.poll() is not None: pytest.fail(f'imgclf app exited with {proc.returncode}:\n{text()[-3000:]}')
+            if time.time() > deadline: pytest.fail(f'imgclf app did not start within 300 s:\n{text()[-3000:]}')
+            time.sleep(0.3)
+        yield m.group(1), proc, asked, lambda: text()[-3000:]
+    finally:
+        stop(proc); busy.close()
+
+
+@pytest.fixture(scope='module')
+def browser():
+    exe = chromium_path()
+    if exe is None: pytest.skip('Chromium not found (looked at $CHROMIUM, /usr/bin/chromium and the PATH): apt-get install chromium')
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_app(browser, url, width=1200, height=900):
+    page = browser.new_page(viewport=dict(width=width, height=height))
+    page.goto(url, timeout=300_000)
+    page.locator('.imgclf-upload').wait_for(timeout=300_000)
+    page.locator('.imgclf-row').first.wait_for(timeout=60_000)
+    return page
+
+
+def upload(page, path:Path):
+    "What a visitor does: press the button and pick a file"
+    with page.expect_file_chooser() as fc: page.locator('.imgclf-upload').click()
+    fc.value.set_files(str(path))
+
+
+def classify(page, path:Path) -> str:
+    "Upload `path` and wait for the answer (one step: no other button to press); the text of the results"
+    page.evaluate("document.querySelectorAll('.imgclf-answer').forEach(e => e.remove())")  # never read an old answer
+    upload(page, path)
+    page.locator('.imgclf-answer').wait_for(timeout=180_000)
+    return page.locator('.imgclf-results').inner_text()
+
+
+def shown_probs(page) -> dict:
+    "{class: percentage} as the rows show them, and in their order"
+    names = page.locator('.imgclf-row .imgclf-name').all_inner_texts()
+    pcts = page.locator('.imgclf-row .imgclf-pct').all_inner_texts()
+    return {n: float(p.rstrip('%')) for n, p in zip(names, pcts)}
+
+
+def expected(model, path, size=640):
+    "The model's probabilities for the upright picture in `path`, read as the app reads it"
+    from imgclf.images import open_image
+    return model.predict(open_image(path.read_bytes(), size=size))
+
+
+def test_prints_the_url_it_serves(server):
+    url, proc, asked, logtail = server
+    assert f':{asked}/' not in url and f'(port {asked} is busy)' in logtail(), logtail()
+    assert f'running at:\n{url}' in logtail(), logtail()  # Voila's own line: the same URL
+
+
+def test_classifies_on_upload(server, browser, model, photos):
+    url, proc, asked, logtail = server
+    classes = model[1].classes
+    page = open_app(browser, url)
+    assert page.title() == f'{model[1].name}: what is in your photo?'
+    assert page.get_by_role('button', name=re.compile('Classify')).count() == 0
+    assert page.locator('.imgclf-row .imgclf-name').all_inner_texts() == classes  # listed before any upload
+    for name in ['rose.jpg', 'temple.jpg']:
+        text = classify(page, photos[name])
+        p = expected(model[1], photos[name])
+        answer = p.label if p.probability >= 0.6 else 'Not sure: none of these?'
+        assert page.locator('.imgclf-answer').inner_text().startswith(answer), text
+        probs = shown_probs(page)
+        assert list(probs) == list(p.probs), probs  # every class, most likely first
+        for c in classes: assert probs[c] == pytest.approx(100 * p.probs[c], abs=0.051), (c, probs)
+        assert page.locator('.imgclf-preview img').evaluate('i => i.naturalWidth') > 0
+    assert 'Traceback' not in page.inner_text('body')
+    page.close()
+
+
+def test_phone_photo_of_20_mb_classifies_upright(server, browser, model, photos):
+    url, proc, asked, logtail = server
+    path = photos['phone.jpg']
+    assert path.stat().st_size > 20_000_000 and Image.open(path).size == (4000, 6000)  # stored sideways, portrait
+    page = open_app(browser, url)
+    classify(page, path)
+    w, h = page.locator('.imgclf-preview img').evaluate('i => [i.naturalWidth, i.naturalHeight]')
+    assert w > h, (w, h)  # shown upright: the landscape the photo shows
+    probs, p = shown_probs(page), expected(model[1], path)
+    for c in model[1].classes: assert probs[c] == pytest.approx(100 * p.probs[c], abs=0.051), (c, probs)
+    sideways = model[1].predict(Image.open(path).convert('RGB'))  # the pixels as stored, EXIF ignored
+    assert max(abs(100 * sideways.probs[c] - probs[c]) for c in probs) > 0.1  # the test can tell the two apart
+    assert 'Connection lost' not in page.inner_text('body')
+    page.close()
+
+
+def test_too_big_gets_a_message_and_the_page_keeps_working(server, browser, model, photos):
+    url, proc, asked, logtail = server
+    page = open_app(browser, url)
+    upload(page, photos['huge.jpg'])
+    msg = page.locator('.imgclf-message')
+    page.wait_for_function("() => document.querySelector('.imgclf-message').innerText.includes('huge.jpg is')", timeout=30_000)
+    assert re.search(r'huge\.jpg is 5\d MB: this app takes photos of up to 50 MB', msg.inner_text()), msg.inner_text()
+    classify(page, photos['rose.jpg'])  # the connection survived
+    assert 'huge.jpg' not in msg.inner_text()
+    page.close()
+
+
+def test_non_image_gets_a_friendly_message(server, browser, model, photos):
+    url, proc, asked, logtail = server
+    page = open_app(browser, url)
+    upload(page, photos['notes.jpg'])
+    page.get_by_text('notes.jpg is not a photo this app can read').wait_for(timeout=120_000)
+    body = page.inner_text('body')
+    assert 'Please choose a JPEG, PNG or WebP photo' in body
+    for leak in ['Error', 'Traceback', 'Exception', str(photos['notes.jpg'].parent), '/tmp', 'site-packages']: assert leak not in body
+    assert page.locator('.imgclf-answer').count() == 0
+    classify(page, photos['rose.jpg'])
+    assert 'not a photo' not in page.inner_text('body')
+    page.close()
+
+
+def test_phone_screen_shows_every_percentage(server, browser, model, photos, tmp_path):
+    url, proc, asked, logtail = server
+    page = open_app(browser, url, width=390, height=700)
+    classify(page, photos['rose.jpg'])
+    page.screenshot(path=str(tmp_path/'app-390.png'), full_page=True)
+    assert page.evaluate('document.documentElement.scrollWidth') <= 390  # nothing wider than the phone
+    pcts = page.locator('.imgclf-row .imgclf-pct')
+    assert pcts.count() == len(model[1].classes)
+    for i in range(pcts.count()):
+        el = pcts.nth(i)
+        assert re.fullmatch(r'\d{1,3}\.\d%', el.inner_text()), el.inner_text()  # "100.0%", not "100"
+        clip = el.evaluate('e => [e.scrollWidth, e.clientWidth, e.getBoundingClientRect().right]')
+        assert clip[0] <= clip[1] and clip[2] <= 390, clip
+    button = page.locator('.imgclf-upload')
+    assert button.get_attribute('title') == 'Choose a photo to classify'
+    assert button.evaluate("b => [getComputedStyle(b).fontSize, getComputedStyle(b, '::after').content]") == ['0px', '"Choose a photo"']
+    last = page.locator('.imgclf-row').last  # the page scrolls: the last class can be reached with the wheel
+    page.mouse.move(195, 350)
+    for _ in range(10): page.mouse.wheel(0, 400)
+    time.sleep(0.5)
+    box = last.bounding_box()
+    assert box and 0 <= box['y'] and box['y'] + box['height'] <= 700, box
+    page.close()
+
+
+def test_closed_tab_kernel_is_culled(server, browser, model, photos):
+    url, proc, asked, logtail = server
+    page = open_app(browser, url)
+    kid = page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId")
+    classify(page, photos['rose.jpg'])
+    assert kid in kernels(proc), (kid, kernels(proc))
+    page.close()
+    deadline = time.time() + 20 * CULL_AFTER
+    while kid in kernels(proc) and time.time() < deadline: time.sleep(1)
+    assert kid not in kernels(proc), f'kernel {kid} still running {20 * CULL_AFTER} s after its page closed:\n{logtail()}'
+    assert kernels(proc), 'the preheated kernel waiting for the next visitor was culled too'
+    page = open_app(browser, url)  # and the next visitor is served
+    classify(page, photos['rose.jpg'])
+    page.close()
