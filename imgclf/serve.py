@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/18_serve.ipynb #61ef5d6b
 from __future__ import annotations
-import asyncio, html, json, os, time
+import asyncio, contextlib, html, os
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from starlette.applications import Starlette
@@ -100,6 +100,7 @@ def create_app(clf:Classifier, # a loaded model (from `imgclf.model.load_model`)
     async def health(request): return JSONResponse({'status': 'ok', 'model': clf.name, 'classes': clf.classes})
     async def index(request): return HTMLResponse(page)
 
+    @contextlib.asynccontextmanager
     async def lifespan(app):
         await batcher.start()
         yield

@@ -92,6 +92,20 @@ def test_pickle_only_when_asked(trained, tmp_path):
     with pytest.raises(ImgclfError, match=r'ends in \.safetensors'): export_classifier(learn, tmp_path/'flowers.pt')
 
 
+def test_a_trusted_pickle_converts_to_the_same_safe_model(trained, imgclf_home, tmp_path):
+    "What `imgclf export --allow-pickle` does: the converted file gives the directly exported file's probabilities"
+    from imgclf.export import export_classifier, load_classifier
+    from imgclf.model import load_model
+    from imgclf.core import image_files
+    learn, path = trained
+    old = load_classifier(export_classifier(learn, tmp_path/'flowers.pkl', pickle=True), allow_pickle=True)
+    conv = load_model(export_classifier(old.learn, tmp_path/'converted.safetensors'))
+    direct = load_model(path)
+    assert conv.meta['transforms'] == direct.meta['transforms'] and conv.classes == direct.classes
+    ims = [direct.open(f) for f in image_files(Path(imgclf_home)/'flowers'/'daisy')[:8]]
+    assert np.abs(conv.probs(ims) - direct.probs(ims)).max() < 1e-6
+
+
 def _with_meta(good:bytes, **changes) -> bytes:
     "The model file `good` with its description changed"
     n = struct.unpack('<Q', good[:8])[0]
