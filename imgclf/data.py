@@ -114,10 +114,9 @@ def check_cached(report:DatasetReport, # from `scan_dataset`, usually with `chec
     if not bad: return report
     report.skipped += list(bad.items())
     report.classes = {c: [f for f in fs if Path(f) not in bad] for c, fs in report.classes.items()}
-    if empty := [c for c, fs in report.classes.items() if not fs]:
-        raise ImgclfError(f'Class folder(s) {", ".join(str(report.path/c) for c in empty)} have no usable images. '
-                          f'Add images or move the folder out of {report.path}.')
-    report.classes = {c: fs for c, fs in report.classes.items() if fs}
+    for c, fs in report.classes.items():  # worded as `scan_dataset` words it
+        if not fs: raise ImgclfError(f'Class folder {report.path/c} has 0 usable image(s); it needs at least 1. '
+                                     f'Add images or move the folder out of {report.path}.')
     return report
 
 # %% ../nbs/02_datablock.ipynb #689ac82a
