@@ -15,7 +15,8 @@ from .images import open_image, DownloadError
 from .dedupe import hash_distances
 
 # %% auto #0
-__all__ = ['OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'embed_images', 'oof_probs', 'outlier_z', 'rank_suspects']
+__all__ = ['SVM_MIN', 'SVM_MAX', 'OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'embed_images', 'oof_probs', 'outlier_z',
+           'rank_suspects']
 
 # %% ../nbs/lib/20_rank.ipynb #93694b75
 def _load(f, size, cache):
@@ -68,6 +69,8 @@ def embed_images(files:list, # image files
 # %% ../nbs/lib/20_rank.ipynb #c0b639a1
 def _normalize(F): return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
 
+SVM_MIN, SVM_MAX = 5, 20_000  # the support-vector machine joins in when every class has this many pictures to learn from, up to this many in all
+
 def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
               y:np.ndarray, # the given label of each picture, as a class index
               n_classes:int, # number of classes
@@ -75,9 +78,10 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
               folds:int=5, # each picture is predicted by a model trained without its fold
               seed:int=0, # how pictures are dealt into folds
              ) -> np.ndarray:
-    "Class probabilities for each picture from a logistic regression that never saw its label"
+    "Class probabilities for each picture from classifiers that never saw its label: a logistic regression and an RBF support-vector machine, averaged"
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
+    from sklearn.svm import SVC
     keep = np.ones(len(y), bool) if keep is None else keep
     counts = np.bincount(y, minlength=n_classes)
     k = int(min(folds, counts[counts > 0].min())) if (counts > 0).any() else 0
@@ -87,7 +91,10 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
         t = tr[keep[tr]]
         if len(np.unique(y[t])) < 2: continue
         m = LogisticRegression(C=5000 / len(t), max_iter=3000).fit(X[t], y[t])  # the same weight decay per picture, whatever their number
-        P[np.ix_(te, m.classes_)] = m.predict_proba(X[te])
+        p = m.predict_proba(X[te])
+        if np.bincount(y[t]).min() >= SVM_MIN and len(t) <= SVM_MAX:  # its probabilities come from 5 inner folds; its cost grows with the square of the pictures
+            p = (p + SVC(C=1, probability=True, random_state=seed).fit(X[t], y[t]).predict_proba(X[te])) / 2
+        P[np.ix_(te, m.classes_)] = p
     return P
 
 def outlier_z(X:np.ndarray, # L2-normalised features
@@ -137,9 +144,8 @@ def rank_suspects(path:Path, # a folder of class folders
     df = pd.DataFrame(dict(file=[f.relative_to(path).as_posix() for f in files], label=[vocab[i] for i in y],
                            suggested=[vocab[i] for i in best], p_label=p_label.round(4), p_suggested=P[idx, best].round(4),
                            outlier_z=z.round(2), flagged=flagged, phash=hashes, duplicate_of='', sha=shas))
-    score = 1 - p_label
     out = ok & (z > outlier_z_min)
-    score[out] = np.maximum(score[out], 1 + np.minimum(z[out] - outlier_z_min, 10) / 20)
+    score = np.maximum(1 - p_label, 1 / (1 + np.exp(-4 * np.minimum(z - outlier_z_min, 10))))  # one scale: a picture at the outlier line counts as a coin toss
     reasons = np.where(out, [f'not any class: far from every class (z={v:.1f})' for v in z], '')
     mis = ok & ~out & (p_label < P[idx, best])
     reasons = np.where(mis, [f'likely mislabelled: looks like {vocab[b]} ({P[i, b]:.0%})' for i, b in enumerate(best)], reasons)
