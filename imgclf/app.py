@@ -197,7 +197,9 @@ def classify(self, data:bytes, # the uploaded file's bytes
 def _on_upload(self, change):
     try:
         files = uploaded_files(change['new'])
-        if files: self.classify(files[-1][1], files[-1][0])
+        if not files: return
+        self.upload.value = ()  # forget the bytes (a phone photo is 20 MB), so the same photo chosen again is a change too
+        self.classify(files[-1][1], files[-1][0])
     except Exception:
         _log.exception('Reading the upload failed')
         self.say('Sorry, the upload could not be read. Please try again.', error=True)

@@ -185,9 +185,10 @@ def cmd_app(args):
     from imgclf.app import MAX_UPLOAD
     model = args.model or os.environ.get('IMGCLF_MODEL')
     if model: model = Path(model).expanduser().absolute()  # a relative path starts where the command runs
+    elif (imgclf_home()/'demo'/'model.safetensors').is_file(): model = imgclf_home()/'demo'/'model.safetensors'  # `imgclf demo`'s
     else:
         from imgclf.export import demo_model
-        model = demo_model()  # the demo model, as `imgclf demo` wrote it (trained now if missing)
+        model = demo_model()  # no `imgclf demo` yet: the demo model, trained now
     if not model.is_file(): raise ImgclfError(f'Model file not found: {model}')
     # the model is loaded once, by the preheated kernel: a file that is not a model is reported in this terminal
     port = free_port(args.port, args.host)
@@ -303,7 +304,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--max-mb', type=float, default=25, help='largest upload accepted, in MiB (default %(default)s)')
     s.set_defaults(func=cmd_serve)
     s = sub.add_parser('app', help='serve the classifier app with Voila')
-    s.add_argument('--model', help='model file (default: $IMGCLF_MODEL, else the demo model that `imgclf demo` writes)')
+    s.add_argument('--model', help='model file (default: $IMGCLF_MODEL, else the model `imgclf demo` wrote, else the demo model)')
     s.add_argument('--port', type=int, default=8866, help='port (default %(default)s; the next free one if taken)')
     s.add_argument('--host', default='127.0.0.1', help='address to listen on (default %(default)s; 0.0.0.0 for every interface)')
     s.add_argument('--pool-size', type=int, default=1, help='kernels kept ready with the model loaded (default %(default)s)')

@@ -115,3 +115,17 @@ def test_app_kernel_does_not_import_fastai(request, tmp_path):
     proc = subprocess.run([sys.executable, '-c', code], env={**os.environ, 'IMGCLF_MODEL': str(path)}, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.stdout.split('\n')[:2] == ['ClassifierApp', '[]'], proc.stdout + proc.stderr[-2000:]
+
+
+def test_app_without_a_model_serves_what_imgclf_demo_wrote(request, tmp_path):
+    "`imgclf app` with no --model and no $IMGCLF_MODEL serves the model `imgclf demo` wrote (IMGCLF_HOME/demo)"
+    from conftest import free_port
+    home = tmp_path/'home'; (home/'demo').mkdir(parents=True)
+    shutil.copyfile(model_file(request), home/'demo'/'model.safetensors')
+    env = {k: v for k, v in os.environ.items() if k != 'IMGCLF_MODEL'}
+    env.update(IMGCLF_HOME=str(home), JUPYTER_RUNTIME_DIR=str(tmp_path/'runtime'), JUPYTER_CONFIG_DIR=str(tmp_path/'config'))
+    proc = subprocess.Popen([str(BIN/'imgclf'), 'app', '--no-browser', '--port', str(free_port())], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try: first = proc.stdout.readline()
+    finally: stop(proc)
+    assert first.startswith(f'Serving the app with {home/"demo"/"model.safetensors"} at http://127.0.0.1:'), first
