@@ -7,7 +7,8 @@ waiting). Both models come from one learner trained here on the built-in photos;
 
 N clients post real photos for a fixed time each; printed per server: requests/s, p50 and p95 latency, peak
 memory (RSS of the server process), and the ratio to the tutorials' design. imgclf is also run with batching off
-(at most one image through the network at once), to show what batching pays. Last, 200 uploads of mixed good,
+(at most one image through the network at once), to show what batching pays, and with one torch thread instead
+of one per core, to show what the thread setting does on a machine the clients share. Last, 200 uploads of mixed good,
 huge (over the limit), broken and non-image files go to `imgclf serve`: every answer must be 200, 413 or 422.
 
 Needs flask, for the tutorials' server only (a benchmark dependency, not one of imgclf's):
@@ -47,6 +48,13 @@ from imgclf.model import load_model
 from imgclf.serve import create_app
 torch.set_num_threads(2)
 uvicorn.run(create_app(load_model(sys.argv[1]), max_batch=1), host='127.0.0.1', port=int(sys.argv[2]), log_level='warning')
+'''
+
+
+ONE_THREAD = r'''
+import sys
+from imgclf.serve import serve
+serve(sys.argv[1], port=int(sys.argv[2]), threads=1)
 '''
 
 
@@ -165,6 +173,7 @@ def main():
     (home/'flask_app.py').write_text(FLASK_APP)
     servers = [('tutorials: Flask + learn.predict', lambda p: [sys.executable, str(home/'flask_app.py'), str(pkl), str(p)]),
                ('imgclf serve, batching off', lambda p: [sys.executable, '-c', UNBATCHED, str(safe), str(p)]),
+               ('imgclf serve, 1 torch thread', lambda p: [sys.executable, '-c', ONE_THREAD, str(safe), str(p)]),
                ('imgclf serve', lambda p: [str(Path(sys.executable).parent/'imgclf'), 'serve', '--model', str(safe), '--port', str(p)])]
     rows = {}
     for name, argv in servers:

@@ -53,8 +53,9 @@ def test_predictions_equal_the_classifiers(server, model, imgclf_home):
         assert r.status_code == 200, r.text
         j, want = r.json(), clf.predict(f)
         assert j['label'] == want.label and list(j['probs']) == list(want.probs)
-        assert abs(j['probability'] - want.probability) < 1e-6
-        assert max(abs(j['probs'][c] - want.probs[c]) for c in clf.classes) < 1e-6
+        # a batch rounds floats in another order than one image alone: equal within the learner-equality bound
+        assert abs(j['probability'] - want.probability) < 1e-5
+        assert max(abs(j['probs'][c] - want.probs[c]) for c in clf.classes) < 1e-5
     assert sum(r.json()['label'] == f.parent.name for f, r in zip(photos, answers)) >= 7
 
 
