@@ -82,6 +82,7 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
     from sklearn.svm import SVC
+    from sklearn.calibration import CalibratedClassifierCV
     keep = np.ones(len(y), bool) if keep is None else keep
     counts = np.bincount(y, minlength=n_classes)
     k = int(min(folds, counts[counts > 0].min())) if (counts > 0).any() else 0
@@ -92,8 +93,9 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
         if len(np.unique(y[t])) < 2: continue
         m = LogisticRegression(C=5000 / len(t), max_iter=3000).fit(X[t], y[t])  # the same weight decay per picture, whatever their number
         p = m.predict_proba(X[te])
-        if np.bincount(y[t]).min() >= SVM_MIN and len(t) <= SVM_MAX:  # its probabilities come from 5 inner folds; its cost grows with the square of the pictures
-            p = (p + SVC(C=1, probability=True, random_state=seed).fit(X[t], y[t]).predict_proba(X[te])) / 2
+        if np.bincount(y[t]).min() >= SVM_MIN and len(t) <= SVM_MAX:  # probabilities by Platt scaling over 5 inner folds; its cost grows with the square of the pictures
+            svm = CalibratedClassifierCV(SVC(C=1), method='sigmoid', cv=SVM_MIN, ensemble=False).fit(X[t], y[t])
+            p = (p + svm.predict_proba(X[te])) / 2
         P[np.ix_(te, m.classes_)] = p
     return P
 
