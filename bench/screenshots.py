@@ -31,7 +31,7 @@ display(app.page())  # the app's style sheet and script, as the app notebook sho
 # In Voila's page each of the cleaner's photo boxes is a million pixels wide (one photo per screen); JupyterLab
 # shows them side by side, as this style does
 CSS = {'clean_cleaner': '.widget-box > .widget-vbox { flex: 0 0 auto !important; width: 136px !important; }'}
-VIEWS = {  # name: (code whose last line displays the widget, width of the browser window)
+VIEWS = {  # name: (code whose last line displays the widget, width of the browser window[, its height])
     'interpret_explorer': (EXPLORER + 'ex.widget', 700),
     'interpret_cell': (EXPLORER + CLICK + 'ex.widget', 900),
     'clean_cleaner': ("""from imgclf.train import demo_learner
@@ -51,11 +51,12 @@ cl.go(0)
 cl.widget""", 1150),
     'app': (APP + """photo = sorted((flower_photos()/'rose').iterdir())[5]
 app.classify(photo.read_bytes(), photo.name)
-app.widget""", 390),
+app.widget""", 390, 1000),
     'app_unsure': (APP + """import io, matplotlib.cbook
 from PIL import Image
 from sklearn.datasets import load_sample_image
-others = {'temple.jpg': Image.fromarray(load_sample_image('china.jpg')), 'person.jpg': Image.open(matplotlib.cbook.get_sample_data('grace_hopper.jpg'))}
+others = {'temple.jpg': Image.fromarray(load_sample_image('china.jpg')), 'dahlia.jpg': Image.fromarray(load_sample_image('flower.jpg')),
+          'person.jpg': Image.open(matplotlib.cbook.get_sample_data('grace_hopper.jpg'))}
 name = min(others, key=lambda n: app.model.predict(others[n].convert('RGB')).probability)  # none of its classes: the least sure
 b = io.BytesIO(); others[name].convert('RGB').save(b, format='JPEG')
 app.classify(b.getvalue(), name)
@@ -75,7 +76,7 @@ def free_port() -> int:
 
 
 def shoot(name:str, tmp:Path, browser):
-    code, width = VIEWS[name]
+    code, width, *height = VIEWS[name]
     nb = tmp/f'{name}.ipynb'
     nb.write_text(json.dumps(notebook(code)))
     port, log = free_port(), open(tmp/f'{name}.log', 'wb')
@@ -83,7 +84,7 @@ def shoot(name:str, tmp:Path, browser):
                              '--Voila.ip=127.0.0.1', '--Voila.port_retries=0'], cwd=tmp, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        page = browser.new_page(viewport=dict(width=width, height=600), device_scale_factor=1)
+        page = browser.new_page(viewport=dict(width=width, height=(height or [600])[0]), device_scale_factor=1)
         for _ in range(60):
             try: page.goto(f'http://127.0.0.1:{port}/', timeout=300_000); break
             except Exception: time.sleep(1)
