@@ -13,7 +13,7 @@ import imagehash
 from PIL import Image, ImageOps
 
 # %% auto #0
-__all__ = ['decode_budget', 'DownloadError', 'load_image', 'open_image']
+__all__ = ['decode_budget', 'DownloadError', 'load_image', 'upright_rgb', 'open_image']
 
 # %% ../nbs/lib/11_images.ipynb #3b90e7bc
 class DownloadError(Exception):
@@ -171,20 +171,26 @@ def _unknown(data:bytes) -> str:
     except Exception: return 'not an image: unknown format'
 
 # %% ../nbs/lib/11_images.ipynb #aabf98ef
-def open_image(src, # a path, or the bytes of a file
+def upright_rgb(im:Image.Image) -> Image.Image:
+    "`im` turned upright as its EXIF data says, as a new 8-bit RGB picture (`im` itself is left as it is)"
+    try: up = ImageOps.exif_transpose(im)
+    except Exception: up = im  # unreadable EXIF: take the picture as stored
+    out = _to_rgb(up)[0].convert('RGB')
+    if up is not im: up.close()
+    return out
+
+def open_image(src, # a path, the bytes of a file, or an already opened PIL image
                max_pixels:int=50_000_000, # refuse pictures claiming more pixels than this
                size:int|None=None, # a large JPEG may be decoded at 1/2, 1/4 or 1/8 scale, keeping at least this many pixels
               ) -> Image.Image:
     "The picture in `src` as 8-bit RGB, turned upright as its EXIF data says; `DownloadError` saying why if it cannot be"
+    if isinstance(src, Image.Image): return upright_rgb(src)
     data = src if isinstance(src, (bytes, bytearray, memoryview)) else _read(src)
     with _decoding(bytes(data), max_pixels) as im:
         if size and im.format == 'JPEG': im.draft('RGB', (size, size))
         with decode_budget(_cost(im)):
             im.load()
-            try: up = ImageOps.exif_transpose(im)
-            except Exception: up = im  # unreadable EXIF: take the picture as stored
-            out = _to_rgb(up)[0].convert('RGB')
-            if up is not im: up.close()
+            out = upright_rgb(im)
             im.close()  # freed before the budget lets the next picture in
             return out
 

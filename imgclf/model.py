@@ -15,8 +15,7 @@ from .images import open_image, DownloadError
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'BACKBONES', 'Prediction', 'ConcatPool', 'head_layer', 'Network', 'build_network',
-           'crop_pad', 'check_step', 'Classifier', 'open_image_pil', 'check_meta', 'save_model', 'is_pickle',
-           'read_header', 'load_model']
+           'crop_pad', 'check_step', 'Classifier', 'check_meta', 'save_model', 'is_pickle', 'read_header', 'load_model']
 
 # %% ../nbs/lib/17_model.ipynb #32424f38
 FORMAT, FORMAT_VERSION = 'imgclf-classifier', 1
@@ -178,7 +177,7 @@ class Classifier:
 
     def open(self, src, name:str|None=None) -> Image.Image:
         "The picture in `src` (a path, bytes or a PIL image), upright RGB; `ImgclfError` naming it if it is not one"
-        if isinstance(src, Image.Image): return open_image_pil(src)
+        if isinstance(src, Image.Image): return open_image(src)
         if not isinstance(src, (str, Path, bytes, bytearray, memoryview)):
             raise ImgclfError(f'Expected an image file, bytes or a PIL image, got {type(src).__name__}')
         name = name or (str(src) if isinstance(src, (str, Path)) else 'image')
@@ -197,14 +196,6 @@ class Classifier:
                ) -> Prediction:
         "The predicted class of one image and the probability of every class"
         return self.prediction(self.probs([self.open(src, name)])[0])
-
-def open_image_pil(im:Image.Image) -> Image.Image:
-    "An already opened PIL image as upright RGB, as `open_image` turns a file"
-    from PIL import ImageOps
-    from imgclf.images import _to_rgb
-    try: im = ImageOps.exif_transpose(im)
-    except Exception: pass
-    return _to_rgb(im)[0].convert('RGB')
 
 # %% ../nbs/lib/17_model.ipynb #b0717477
 def check_meta(meta) -> dict:
