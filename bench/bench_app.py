@@ -8,17 +8,14 @@ usable (its upload button shown) and until the first prediction of a real photo 
 visitor). Then, on the now warm server, a second visitor: page opened -> usable -> first prediction (the target:
 within 3 s). Also the memory of the kernel behind a page (USS: what stopping it gives back). Needs Chromium.
 """
-import argparse, os, re, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import argparse, os, re, signal, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT/'tests'))
 from test_app import chromium_path, CHROMIUM_ARGS  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+from conftest import free_port  # noqa: E402
 
 
 def kernel_pids(proc) -> list:
