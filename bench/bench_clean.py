@@ -22,6 +22,11 @@ true labels; held-out pictures are never trained on).
     python bench/bench_clean.py                                # the built-in photos
     python bench/bench_clean.py --data ../shared/data/flowers  # and any other folder of class folders
     python bench/bench_clean.py --no-builtin --data DIR        # only DIR
+    python bench/bench_clean.py --no-builtin --data ../shared/data/flowers --exclude bench/flowers_source_errors.txt
+
+`--exclude LIST` leaves the pictures listed (one `class/file` per line, relative to each dataset; `#` comments)
+out of the source before noise is added: real errors of the source, which the benchmark would otherwise count as
+clean pictures ranked too high. `bench/flowers_source_errors.txt` lists 17 such pictures of the flowers.
 """
 import argparse, os, shutil, sys, tempfile, time, warnings
 from pathlib import Path
@@ -163,6 +168,7 @@ def main():
     ap.add_argument('--data', type=Path, action='append', default=[], help='a folder of class folders (repeat for more)')
     ap.add_argument('--no-builtin', action='store_true', help='leave out the built-in flower photos')
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--exclude', type=Path, help='a list of class/file pictures to leave out of every dataset first (source errors)')
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix='bench-clean-'))
     os.environ.setdefault('IMGCLF_HOME', str(work/'home'))
@@ -175,6 +181,14 @@ def main():
             if problem == 'wrong class': shutil.move(b/f, b/true/Path(f).name)  # start from the corrected set
             else: (b/f).unlink()
         sets.insert(0, b)
+    if a.exclude:
+        drop = {l.split()[0] for l in a.exclude.read_text().splitlines() if l.strip() and not l.startswith('#')}
+        for i, d in enumerate(sets):
+            d = Path(d); gone = [f for f in drop if (d/f).is_file()]
+            if not gone: continue
+            sets[i] = work/f'source{i}'
+            shutil.copytree(d, sets[i], ignore=lambda folder, names: [n for n in names if (Path(folder)/n).relative_to(d).as_posix() in drop])
+            print(f'{d}: {len(gone)} picture(s) listed in {a.exclude} left out')
     try:
         for i, d in enumerate(sets): run(Path(d), work/f'set{i}', a.seed)
     finally: shutil.rmtree(work, ignore_errors=True)

@@ -67,6 +67,11 @@ else:
     elif r == 'imgclf-224': kw['size'] = 224
     elif r == 'imgclf-tenth': T.suggest_lr = lr_rule(lambda s: s.minimum)
     elif r == 'imgclf-valley': T.suggest_lr = lr_rule(lambda s: s.valley)
+    elif r.startswith('imgclf:'):  # imgclf:name=value,...: train_classifier's own arguments
+        import ast
+        for kv in r[len('imgclf:'):].split(','):
+            k, v = kv.split('=')
+            kw[k] = ast.literal_eval(v)
     elif r != 'imgclf': sys.exit(f'unknown recipe {r}')
     learn = T.train_classifier(args['data'], arch=args['arch'], seed=args['seed'], out=args['out'], quiet=True,
                                cbs=[clock], **kw)
@@ -119,7 +124,8 @@ def main():
     p.add_argument('folders', nargs='*', help='more datasets: folders of class folders')
     p.add_argument('--flowers', action='store_true', help='add the 2,000 TensorFlow flower photos ($IMGCLF_FLOWERS or /work/shared/data/flowers)')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3, 4, 5])
-    p.add_argument('--recipes', nargs='+', default=['tutorial', 'imgclf'], choices=RECIPES)
+    p.add_argument('--recipes', nargs='+', default=['tutorial', 'imgclf'],
+                   help=f'any of {RECIPES}, or imgclf:NAME=VALUE,... for `train_classifier` arguments (imgclf:epochs=6,size=192)')
     p.add_argument('--arch', default='efficientnet_lite0')
     p.add_argument('--no-builtin', action='store_true', help='leave out the built-in photos')
     p.add_argument('--json', help='append every run to this JSON-lines file')
@@ -129,7 +135,7 @@ def main():
         rows = [json.loads(l) for l in open(a.summary) if l.strip()]
         for name in dict.fromkeys(r['dataset'] for r in rows):
             mine = [r for r in rows if r['dataset'] == name]
-            recipes = [r for r in RECIPES if any(x['recipe'] == r for x in mine)]
+            recipes = list(dict.fromkeys(x['recipe'] for x in mine))
             seeds = sorted(set.intersection(*({x['seed'] for x in mine if x['recipe'] == r} for r in recipes)))
             runs = {r: sorted((x for x in mine if x['recipe'] == r and x['seed'] in seeds), key=lambda x: x['seed']) for r in recipes}
             summary(f'{name}, seeds {seeds}', runs, recipes)

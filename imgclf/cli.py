@@ -57,10 +57,10 @@ def _train_and_export(data, out:Path, arch, epochs, size, lr, bs, valid_pct, see
     summary = write_report(learn, out)
     print(f'\nPer class (validation set):\n{summary["classes"].to_string()}')
     print(f'\nerror rate: {summary["error_rate"]:.2%} on {summary["valid_images"]} validation images '
-          f'({arch}, {size}px, lr {learn.lr_used:.2g}, {secs:.0f}s)')
+          f'({arch}, {size}px, {learn.epochs_used}+1 epochs, lr {learn.lr_used:.2g}, {secs:.0f}s)')
     print(f'model:      {model}')
     print(f'report:     {out}/classes.csv, misclassified.csv, confusion_matrix.png, losses.png')
-    meta = dict(data=str(data), arch=arch, epochs=epochs, size=size, lr=learn.lr_used, bs=bs, valid_pct=valid_pct,
+    meta = dict(data=str(data), arch=arch, epochs=learn.epochs_used, size=size, lr=learn.lr_used, bs=bs, valid_pct=valid_pct,
                 seed=seed, seconds=round(secs, 1), error_rate=summary['error_rate'], vocab=list(learn.dls.vocab),
                 processes=getattr(learn, 'processes', 1))
     with atomic_path(Path(out)/'run.json') as t: t.write_text(json.dumps(meta, indent=2))
@@ -80,9 +80,10 @@ def _launch(args, out:Path) -> dict:
     import socket
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     argv = [sys.executable, '-c', 'import sys; from imgclf.cli import main; sys.exit(main())', 'train', str(args.data),
-            '--arch', args.arch, '--epochs', str(args.epochs), '--size', str(args.size), '--seed', str(args.seed),
+            '--arch', args.arch, '--size', str(args.size), '--seed', str(args.seed),
             '--bs', str(args.bs), '--valid-pct', str(args.valid_pct), '--out', str(out)] + \
-           (['--lr', str(args.lr)] if args.lr else []) + (['--quiet'] if args.quiet else [])
+           (['--epochs', str(args.epochs)] if args.epochs else []) + (['--lr', str(args.lr)] if args.lr else []) + \
+           (['--quiet'] if args.quiet else [])
     n = args.processes
     threads = os.environ.get('OMP_NUM_THREADS') or str(max(1, (os.cpu_count() or 1) // n))
     print(f'Training in {n} processes ({threads} thread(s) each)', flush=True)
@@ -269,7 +270,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     def train_opts(s, epochs, size):
         s.add_argument('--arch', default='efficientnet_lite0', help='backbone: efficientnet_lite0 (offline), resnet18, resnet34')
-        s.add_argument('--epochs', type=int, default=epochs, help='epochs after unfreezing (default %(default)s)')
+        s.add_argument('--epochs', type=int, default=epochs, help='epochs after unfreezing (default ' +
+                       (f'{epochs})' if epochs else 'from the dataset: enough for 60 optimiser steps, 3 to 10)'))
         s.add_argument('--size', type=int, default=size, help='image size in pixels (default %(default)s)')
         s.add_argument('--lr', type=float, default=None, help='learning rate (default: learning rate finder)')
         s.add_argument('--seed', type=int, default=42, help='random seed (default %(default)s)')
@@ -280,7 +282,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
     s = sub.add_parser('train', help='train on a folder with one sub-folder of images per class')
     s.add_argument('data', help='dataset folder')
-    train_opts(s, 3, 160)
+    train_opts(s, None, 160)
     s.add_argument('--bs', type=int, default=32, help='batch size (default %(default)s)')
     s.add_argument('--valid-pct', type=float, default=0.2, help='fraction held out for validation (default %(default)s)')
     s.add_argument('--out', help='output folder for model.safetensors and the report (default: DATA-model beside DATA)')

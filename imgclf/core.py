@@ -19,7 +19,7 @@ warnings.filterwarnings('ignore', message=r'.torch\.jit\.script. is deprecated',
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'ImgclfError', 'class_name_problem', 'check_class_name', 'imgclf_home', 'atomic_path',
            'atomic_write_bytes', 'atomic_folder', 'check_image', 'image_files', 'DatasetReport', 'scan_dataset',
-           'lfw_faces']
+           'lfw_faces', 'keep_freed_memory']
 
 # %% ../nbs/00_core.ipynb #fba15abe
 class ImgclfError(Exception):
@@ -199,3 +199,15 @@ def lfw_faces(dest:Path|None=None, # where to write it; default `imgclf_home()/'
             (tmp/c).mkdir(exist_ok=True)
             Image.fromarray((x*255).round().astype(np.uint8)).save(tmp/c/f'{c}_{i:03d}.png')
     return dest
+
+# %% ../nbs/00_core.ipynb #d533bffd
+def keep_freed_memory(trim_mb:int=1024, # freed memory the allocator keeps before returning any to the system
+                      mmap_mb:int=32, # blocks up to this size come from the reusable heap, not fresh pages (glibc's maximum)
+                     ) -> bool:
+    "Make glibc's `malloc` reuse the large blocks each batch frees instead of returning them to the system; whether it could"
+    import ctypes, platform, sys
+    if sys.platform != 'linux' or platform.libc_ver()[0] != 'glibc': return False
+    try: libc = ctypes.CDLL('libc.so.6')
+    except OSError: return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # from malloc.h
+    return all(libc.mallopt(k, v << 20) == 1 for k, v in ((M_MMAP_THRESHOLD, mmap_mb), (M_TRIM_THRESHOLD, trim_mb), (M_TOP_PAD, 64)))

@@ -92,14 +92,36 @@ class PresizeCache:
               workers:int|None=None, # threads decoding at once
              ) -> list[tuple[Path, str]]:
         "Decode and store every file not cached yet; `(file, reason)` for those that cannot be used"
+        self.used = set()
         def one(f):
             try:
                 p = self.entry(f)
-                if not p.exists(): self._save(p, self.make(f))
+                if p.exists():
+                    try: os.utime(p)  # its time says when it was last used: `prune` removes the longest unused first
+                    except OSError: pass
+                else: self._save(p, self.make(f))
+                self.used.add(p)
             except FileNotFoundError: return 'file not found'
             except DownloadError as e: return e.reason
         with ThreadPoolExecutor(workers or min(8, 2*(os.cpu_count() or 1))) as ex: reasons = list(ex.map(one, files))
         return [(Path(f), r) for f, r in zip(files, reasons) if r]
+
+    def prune(self, max_mb:float|None=None, # the most the whole cache (every size) may hold; default $IMGCLF_CACHE_MB or 10240
+             ) -> int:
+        "Remove the longest unused entries of every size until the cache holds at most `max_mb`, never one `build` just used; how many were removed"
+        if max_mb is None: max_mb = float(os.environ.get('IMGCLF_CACHE_MB') or 10240)
+        found = []
+        for p in self.root.parent.glob('presize-*/*/*.npy'):
+            try: st = p.stat()
+            except OSError: continue
+            found.append((st.st_mtime_ns, st.st_size, p))
+        total, removed, used = sum(s for _, s, _ in found), 0, getattr(self, 'used', set())
+        for _, s, p in sorted(found):
+            if total <= max_mb * 2**20: break
+            if p in used: continue
+            try: p.unlink(); total -= s; removed += 1
+            except OSError: pass  # gone already (another process), or not ours to remove
+        return removed
 
 def presize_for(size:int) -> int:
     "The short side a cached picture keeps for training at `size`: room for random crops of 64% of its area or more"
@@ -111,6 +133,7 @@ def check_cached(report:DatasetReport, # from `scan_dataset`, usually with `chec
                 ) -> DatasetReport:
     "Put every picture of `report` into `cache`; drop (into `report.skipped`) those that cannot be read"
     bad = dict(cache.build(report.items))
+    cache.prune()
     if not bad: return report
     report.skipped += list(bad.items())
     report.classes = {c: [f for f in fs if Path(f) not in bad] for c, fs in report.classes.items()}

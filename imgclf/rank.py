@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import imagehash
-from .core import ImgclfError, scan_dataset, imgclf_home, atomic_path
+from .core import ImgclfError, scan_dataset, imgclf_home, atomic_path, keep_freed_memory
 from .images import open_image, DownloadError
 from .dedupe import hash_distances
 
@@ -125,6 +125,7 @@ def rank_suspects(path:Path, # a folder of class folders
                  ) -> pd.DataFrame:
     "Every picture of the dataset, most suspect first: `file, label, suggested, score, reason` and the numbers behind them"
     from cleanlab.filter import find_label_issues
+    keep_freed_memory()  # see 00_core
     path = Path(path).expanduser()
     rep = scan_dataset(path, check=False)
     files, vocab = rep.items, rep.vocab
