@@ -124,8 +124,9 @@ def main():
     p.add_argument('folders', nargs='*', help='more datasets: folders of class folders')
     p.add_argument('--flowers', action='store_true', help='add the 2,000 TensorFlow flower photos ($IMGCLF_FLOWERS or /work/shared/data/flowers)')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3, 4, 5])
-    p.add_argument('--recipes', nargs='+', default=['tutorial', 'imgclf'],
-                   help=f'any of {RECIPES}, or imgclf:NAME=VALUE,... for `train_classifier` arguments (imgclf:epochs=6,size=192)')
+    p.add_argument('--recipes', nargs='+', default=None,
+                   help=f'any of {RECIPES}, or imgclf:NAME=VALUE,... for `train_classifier` arguments (imgclf:epochs=6,size=192); default tutorial imgclf '
+                        '(with --summary: every recipe in the file)')
     p.add_argument('--arch', default='efficientnet_lite0')
     p.add_argument('--no-builtin', action='store_true', help='leave out the built-in photos')
     p.add_argument('--json', help='append every run to this JSON-lines file')
@@ -135,11 +136,12 @@ def main():
         rows = [json.loads(l) for l in open(a.summary) if l.strip()]
         for name in dict.fromkeys(r['dataset'] for r in rows):
             mine = [r for r in rows if r['dataset'] == name]
-            recipes = list(dict.fromkeys(x['recipe'] for x in mine))
+            recipes = [r for r in dict.fromkeys(x['recipe'] for x in mine) if a.recipes is None or r in a.recipes]
             seeds = sorted(set.intersection(*({x['seed'] for x in mine if x['recipe'] == r} for r in recipes)))
             runs = {r: sorted((x for x in mine if x['recipe'] == r and x['seed'] in seeds), key=lambda x: x['seed']) for r in recipes}
             summary(f'{name}, seeds {seeds}', runs, recipes)
         return
+    a.recipes = a.recipes or ['tutorial', 'imgclf']
     sets = []
     if not a.no_builtin:
         from imgclf.photos import flower_photos

@@ -271,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
     def train_opts(s, epochs, size):
         s.add_argument('--arch', default='efficientnet_lite0', help='backbone: efficientnet_lite0 (offline), resnet18, resnet34')
         s.add_argument('--epochs', type=int, default=epochs, help='epochs after unfreezing (default ' +
-                       (f'{epochs})' if epochs else 'from the dataset: enough for 60 optimiser steps, 3 to 10)'))
+                       (f'{epochs})' if epochs else 'from the dataset: enough for 80 optimiser steps, 3 to 10)'))
         s.add_argument('--size', type=int, default=size, help='image size in pixels (default %(default)s)')
         s.add_argument('--lr', type=float, default=None, help='learning rate (default: learning rate finder)')
         s.add_argument('--seed', type=int, default=42, help='random seed (default %(default)s)')

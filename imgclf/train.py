@@ -109,13 +109,14 @@ def _fit(learn:Learner, fit, quiet:bool, interactive:bool|None=None):
     finally: learn.logger = old
 
 # %% ../nbs/04_train.ipynb #ee7666d6
-def _on_gpu(learn:Learner) -> Learner:
-    "bf16 (or fp16) mixed precision and channels_last when `learn` trains on a CUDA GPU; `learn` unchanged on a CPU"
+def _on_hardware(learn:Learner) -> Learner:
+    "Channels-last layout on every device; bf16 (or fp16) mixed precision too when `learn` trains on a CUDA GPU"
+    from fastai.callback.channelslast import ChannelsLast
+    learn.add_cb(ChannelsLast())
     if not (torch.cuda.is_available() and learn.dls.device is not None and torch.device(learn.dls.device).type == 'cuda'): return learn
     from fastai.callback.fp16 import MixedPrecision, AMPMode
-    from fastai.callback.channelslast import ChannelsLast
     torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
-    learn.add_cbs([MixedPrecision(amp_mode=AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16), ChannelsLast()])
+    learn.add_cb(MixedPrecision(amp_mode=AMPMode.BF16 if torch.cuda.is_bf16_supported() else AMPMode.FP16))
     return learn
 
 # %% ../nbs/04_train.ipynb #de873a33
@@ -160,7 +161,7 @@ def _first_then_others(state, f):
 
 # %% ../nbs/04_train.ipynb #9779b23e
 def epochs_for(batches:int, # batches in one epoch of the training set
-               steps:int=60, # the fewest optimiser steps a training should take
+               steps:int=80, # the fewest optimiser steps a training should take
                fewest:int=3, most:int=10, # the range of epochs
               ) -> int:
     "Whole-network epochs that give a training at least `steps` optimiser steps, within [`fewest`, `most`]"
@@ -191,7 +192,7 @@ def train_classifier(path:Path|None=None, # folder of class folders; default: th
     with state.main_process_first() if state else nullcontext():  # one process fills the cache, the others read it
         dls = image_dls(path, valid_pct=valid_pct, seed=seed, bs=bs, item_tfms=item_tfms, batch_tfms=batch_tfms,
                         report=report, presize=presize_for(size) if cache else None)
-    learn = _on_gpu(make_learner(dls, arch, out=out))
+    learn = _on_hardware(make_learner(dls, arch, out=out))
     if epochs is None: epochs = epochs_for(len(dls.train))
     if lr is None: lr = _first_then_others(state, lambda: suggest_lr(learn))
     learn.lr_used, learn.epochs_used = lr, epochs
