@@ -15,8 +15,7 @@ from .images import open_image, DownloadError
 from .dedupe import hash_distances
 
 # %% auto #0
-__all__ = ['SVM_MIN', 'SVM_MAX', 'OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'embed_images', 'oof_probs', 'outlier_z',
-           'rank_suspects']
+__all__ = ['OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'embed_images', 'oof_probs', 'outlier_z', 'rank_suspects']
 
 # %% ../nbs/lib/20_rank.ipynb #93694b75
 def _load(f, size, cache):
@@ -69,8 +68,6 @@ def embed_images(files:list, # image files
 # %% ../nbs/lib/20_rank.ipynb #c0b639a1
 def _normalize(F): return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
 
-SVM_MIN, SVM_MAX = 5, 20_000  # the support-vector machine joins in when every class has this many pictures to learn from, up to this many in all
-
 def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
               y:np.ndarray, # the given label of each picture, as a class index
               n_classes:int, # number of classes
@@ -78,11 +75,9 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
               folds:int=5, # each picture is predicted by a model trained without its fold
               seed:int=0, # how pictures are dealt into folds
              ) -> np.ndarray:
-    "Class probabilities for each picture from classifiers that never saw its label: a logistic regression and an RBF support-vector machine, averaged"
+    "Class probabilities for each picture from logistic regressions that never saw its label"
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-    from sklearn.svm import SVC
-    from sklearn.calibration import CalibratedClassifierCV
     keep = np.ones(len(y), bool) if keep is None else keep
     counts = np.bincount(y, minlength=n_classes)
     k = int(min(folds, counts[counts > 0].min())) if (counts > 0).any() else 0
@@ -92,11 +87,7 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
         t = tr[keep[tr]]
         if len(np.unique(y[t])) < 2: continue
         m = LogisticRegression(C=5000 / len(t), max_iter=3000).fit(X[t], y[t])  # the same weight decay per picture, whatever their number
-        p = m.predict_proba(X[te])
-        if np.bincount(y[t]).min() >= SVM_MIN and len(t) <= SVM_MAX:  # probabilities by Platt scaling over 5 inner folds; its cost grows with the square of the pictures
-            svm = CalibratedClassifierCV(SVC(C=1), method='sigmoid', cv=SVM_MIN, ensemble=False).fit(X[t], y[t])
-            p = (p + svm.predict_proba(X[te])) / 2
-        P[np.ix_(te, m.classes_)] = p
+        P[np.ix_(te, m.classes_)] = m.predict_proba(X[te])
     return P
 
 def outlier_z(X:np.ndarray, # L2-normalised features
