@@ -202,7 +202,7 @@ def lfw_faces(dest:Path|None=None, # where to write it; default `imgclf_home()/'
 
 # %% ../nbs/00_core.ipynb #d533bffd
 def keep_freed_memory(trim_mb:int=1024, # freed memory the allocator keeps before returning any to the system
-                      mmap_mb:int=32, # blocks up to this size come from the reusable heap, not fresh pages (glibc's maximum)
+                      mmap_mb:int=32, # blocks up to this size come from the reusable heap, not fresh pages (the most glibc's own adaptive threshold reaches)
                      ) -> bool:
     "Make glibc's `malloc` reuse the large blocks each batch frees instead of returning them to the system; whether it could"
     import ctypes, platform, sys
