@@ -21,6 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'tests'))
+from conftest import free_port  # noqa: E402
+
 FLASK_APP = r'''
 import sys, warnings
 warnings.simplefilter('ignore')
@@ -56,11 +59,6 @@ import sys
 from imgclf.serve import serve
 serve(sys.argv[1], port=int(sys.argv[2]), threads=1)
 '''
-
-
-def free_port():
-    import socket
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 class Server:

@@ -63,16 +63,15 @@ if r == 'tutorial':
     with learn.no_bar(), learn.no_logging(): learn.fine_tune(4)
 else:
     kw = {}
-    if r == 'imgclf-nocache': kw['cache'] = False
-    elif r == 'imgclf-224': kw['size'] = 224
-    elif r == 'imgclf-tenth': T.suggest_lr = lr_rule(lambda s: s.minimum)
-    elif r == 'imgclf-valley': T.suggest_lr = lr_rule(lambda s: s.valley)
-    elif r.startswith('imgclf:'):  # imgclf:name=value,...: train_classifier's own arguments
+    spec = {'imgclf-nocache': 'imgclf:cache=False', 'imgclf-224': 'imgclf:size=224'}.get(r, r)  # named shorthands
+    if spec == 'imgclf-tenth': T.suggest_lr = lr_rule(lambda s: s.minimum)
+    elif spec == 'imgclf-valley': T.suggest_lr = lr_rule(lambda s: s.valley)
+    elif spec.startswith('imgclf:'):  # imgclf:name=value,...: train_classifier's own arguments
         import ast
-        for kv in r[len('imgclf:'):].split(','):
+        for kv in spec[len('imgclf:'):].split(','):
             k, v = kv.split('=')
             kw[k] = ast.literal_eval(v)
-    elif r != 'imgclf': sys.exit(f'unknown recipe {r}')
+    elif spec != 'imgclf': sys.exit(f'unknown recipe {r}')
     learn = T.train_classifier(args['data'], arch=args['arch'], seed=args['seed'], out=args['out'], quiet=True,
                                cbs=[clock], **kw)
 secs = time.perf_counter() - t0

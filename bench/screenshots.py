@@ -7,10 +7,12 @@ cell clicked, a photo classified) on the built-in flower photos; Voila serves it
 driven by Playwright, photographs the widget. Needs Chromium (`apt-get install chromium`; $CHROMIUM names
 another). The models are the notebooks' own `demo_learner`, trained once into a temporary IMGCLF_HOME.
 """
-import json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import json, os, shutil, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'tests'))
+from conftest import free_port  # noqa: E402
 OUT = ROOT/'nbs'/'images'
 SETUP = "import warnings; warnings.simplefilter('ignore')\nfrom imgclf.photos import flower_photos\n"
 EXPLORER = """from imgclf.train import demo_learner, valid_predictions
@@ -68,11 +70,6 @@ def notebook(code:str) -> dict:
     cell = lambda src: dict(cell_type='code', metadata={}, execution_count=None, outputs=[], source=src)
     return dict(cells=[cell(SETUP), cell(code)], metadata=dict(kernelspec=dict(name='python3', display_name='Python 3',
                 language='python')), nbformat=4, nbformat_minor=5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 def shoot(name:str, tmp:Path, browser):

@@ -18,8 +18,8 @@ warnings.filterwarnings('ignore', message=r'.torch\.jit\.script. is deprecated',
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'ImgclfError', 'class_name_problem', 'check_class_name', 'imgclf_home', 'atomic_path',
-           'atomic_write_bytes', 'atomic_folder', 'check_image', 'image_files', 'DatasetReport', 'scan_dataset',
-           'lfw_faces', 'keep_freed_memory']
+           'atomic_write_bytes', 'atomic_folder', 'check_image', 'image_files', 'DatasetReport', 'too_few_images',
+           'scan_dataset', 'lfw_faces', 'keep_freed_memory']
 
 # %% ../nbs/00_core.ipynb #fba15abe
 class ImgclfError(Exception):
@@ -153,6 +153,11 @@ class DatasetReport:
         return '\n'.join(lines)
 
 # %% ../nbs/00_core.ipynb #e9677f54
+def too_few_images(path:Path, c:str, n:int, need:int=1) -> ImgclfError:
+    "The error for class folder `c` of dataset `path` holding `n` usable images where it needs `need`"
+    return ImgclfError(f'Class folder {path/c} has {n} usable image(s); it needs at least {need}. '
+                       f'Add images or move the folder out of {path}.')
+
 def scan_dataset(path:Path, # a folder with one sub-folder of images per class
                  check:bool=True, # decode every image (slower, catches broken files)
                  min_per_class:int=1, # refuse classes with fewer usable images than this
@@ -177,9 +182,7 @@ def scan_dataset(path:Path, # a folder with one sub-folder of images per class
     class_dirs = sorted(p.name for p in path.iterdir() if p.is_dir() and not class_name_problem(p.name))
     for c in class_dirs:
         n = len(rep.classes.get(c, []))
-        if n < min_per_class:
-            raise ImgclfError(f'Class folder {path/c} has {n} usable image(s); it needs at least {min_per_class}. '
-                              f'Add images or move the folder out of {path}.')
+        if n < min_per_class: raise too_few_images(path, c, n, min_per_class)
     if len(rep.classes) < 2:
         raise ImgclfError(f'{path} holds {len(rep.classes)} class folder(s) with images ({", ".join(rep.classes) or "none"}); '
                           'a classifier needs at least two: put each class in its own sub-folder.')

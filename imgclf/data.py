@@ -10,7 +10,7 @@ import hashlib, io, math
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
-from .core import scan_dataset, DatasetReport, ImgclfError, imgclf_home, atomic_write_bytes  # before fastai: see 00_core
+from .core import scan_dataset, DatasetReport, ImgclfError, imgclf_home, atomic_write_bytes, too_few_images  # before fastai: see 00_core
 from .images import open_image, DownloadError
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, IntToFloatTensor, PILImage, RandomSplitter,
                                parent_label, Resize, DataLoaders, ResizeMethod)
@@ -58,6 +58,7 @@ class PresizeCache:
                  root:Path|None=None, # default `imgclf_home()/'cache'`
                 ):
         self.size, self.root = int(size), Path(root or imgclf_home()/'cache')/f'presize-{int(size)}'
+        self.used = set()  # the entries the last `build` used: `prune` keeps them
 
     def entry(self, f:Path) -> Path:
         "The cache file for `f` as it is now (path, modification time and byte size)"
@@ -92,7 +93,7 @@ class PresizeCache:
               workers:int|None=None, # threads decoding at once
              ) -> list[tuple[Path, str]]:
         "Decode and store every file not cached yet; `(file, reason)` for those that cannot be used"
-        self.used = set()
+        self.used.clear()
         def one(f):
             try:
                 p = self.entry(f)
@@ -115,10 +116,10 @@ class PresizeCache:
             try: st = p.stat()
             except OSError: continue
             found.append((st.st_mtime_ns, st.st_size, p))
-        total, removed, used = sum(s for _, s, _ in found), 0, getattr(self, 'used', set())
+        total, removed = sum(s for _, s, _ in found), 0
         for _, s, p in sorted(found):
             if total <= max_mb * 2**20: break
-            if p in used: continue
+            if p in self.used: continue
             try: p.unlink(); total -= s; removed += 1
             except OSError: pass  # gone already (another process), or not ours to remove
         return removed
@@ -137,9 +138,8 @@ def check_cached(report:DatasetReport, # from `scan_dataset`, usually with `chec
     if not bad: return report
     report.skipped += list(bad.items())
     report.classes = {c: [f for f in fs if Path(f) not in bad] for c, fs in report.classes.items()}
-    for c, fs in report.classes.items():  # worded as `scan_dataset` words it
-        if not fs: raise ImgclfError(f'Class folder {report.path/c} has 0 usable image(s); it needs at least 1. '
-                                     f'Add images or move the folder out of {report.path}.')
+    for c, fs in report.classes.items():
+        if not fs: raise too_few_images(report.path, c, 0)  # worded as `scan_dataset` words it
     return report
 
 # %% ../nbs/02_datablock.ipynb #689ac82a
