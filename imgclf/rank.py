@@ -15,7 +15,7 @@ from .images import open_image, DownloadError
 from .dedupe import hash_distances
 
 # %% auto #0
-__all__ = ['OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'embed_images', 'oof_probs', 'outlier_z', 'rank_suspects']
+__all__ = ['LEVELS', 'OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'embed_images', 'oof_probs', 'outlier_z', 'rank_suspects']
 
 # %% ../nbs/lib/20_rank.ipynb #93694b75
 def _load(f, size, cache):
@@ -31,19 +31,33 @@ def _load(f, size, cache):
     except DownloadError as e: return None, None, sha, e.reason
     return np.asarray(im.resize((size, size), resample=2)), str(imagehash.phash(im)), sha, None
 
+LEVELS = (5, 6)  # stages of EfficientNet-Lite0 whose pooled outputs join the last layer's features
+
+def _features(net, x, levels):
+    "The last layer's pooled features and, when `levels`, those of the stages in `LEVELS`: each part scaled to length 1"
+    import torch
+    x = net.bn1(net.conv_stem(x)); parts = []
+    for i, block in enumerate(net.blocks):
+        x = block(x)
+        if levels and i in LEVELS: parts.append(x.mean((2, 3)))
+    parts.insert(0, net.forward_head(net.bn2(net.conv_head(x)), pre_logits=True))
+    return torch.cat([torch.nn.functional.normalize(p.float(), dim=1) for p in parts], 1)
+
 def embed_images(files:list, # image files
-                 size:int=224, # pixels the network sees (squished to a square)
+                 size:int=288, # pixels the network sees (squished to a square)
+                 levels:bool=True, # add the pooled outputs of two middle stages (`LEVELS`) to the last layer's features
                  bs:int=32, # pictures per batch
                  progress:bool=True, # show a progress bar
                  cache:bool=True, # keep each picture's features under `imgclf_home()`, by content, to skip it next time
                 ) -> tuple[np.ndarray, list, list, list]:
-    "Features of each image from the pretrained EfficientNet-Lite0 (mirror-averaged, no augmentation), their phashes, SHA-256s, and why any could not be read"
+    "Features of each image from the pretrained EfficientNet-Lite0 (no augmentation), their phashes, SHA-256s, and why any could not be read"
     import torch
     from imgclf.train import efficientnet_lite0
-    net = efficientnet_lite0().eval()
-    cdir = imgclf_home()/'cache'/f'features-lite0-{size}' if cache else None
+    net = efficientnet_lite0().eval().to(memory_format=torch.channels_last)  # 1.9x faster on a CPU at 288 px
+    dim = net.num_features + (sum(net.blocks[i][-1].conv_pwl.out_channels for i in LEVELS) if levels else 0)
+    cdir = imgclf_home()/'cache'/f'features-lite0-{size}{"-levels" if levels else ""}' if cache else None
     if cdir: cdir.mkdir(parents=True, exist_ok=True)
-    out, hashes, shas, errors = np.zeros((len(files), net.num_features), np.float32), [None] * len(files), [None] * len(files), [None] * len(files)
+    out, hashes, shas, errors = np.zeros((len(files), dim), np.float32), [None] * len(files), [None] * len(files), [None] * len(files)
     batches = range(0, len(files), bs)
     if progress:
         from fastprogress.fastprogress import progress_bar
@@ -57,8 +71,7 @@ def embed_images(files:list, # image files
             new = [j for j, g in enumerate(got) if g[0] is not None and g[0].ndim == 3]
             if not new: continue
             x = torch.from_numpy(np.stack([got[j][0] for j in new])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
-            f = net.forward_head(net.forward_features(x), pre_logits=True)
-            f = ((f + net.forward_head(net.forward_features(x.flip(3)), pre_logits=True)) / 2).numpy()
+            f = _features(net, x.contiguous(memory_format=torch.channels_last), levels).numpy()
             for j, v in zip(new, f):
                 out[i + j] = v
                 if cdir:
@@ -74,6 +87,7 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
               keep:np.ndarray|None=None, # pictures that may be learned from (default: all)
               folds:int=5, # each picture is predicted by a model trained without its fold
               seed:int=0, # how pictures are dealt into folds
+              c_n:float=50_000, # inverse weight decay times the number of pictures learned from: the same decay per picture at any size
              ) -> np.ndarray:
     "Class probabilities for each picture from logistic regressions that never saw its label"
     from sklearn.linear_model import LogisticRegression
@@ -86,7 +100,7 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
         t = tr[keep[tr]]
         if len(np.unique(y[t])) < 2: continue
-        m = LogisticRegression(C=5000 / len(t), max_iter=3000).fit(X[t], y[t])  # the same weight decay per picture, whatever their number
+        m = LogisticRegression(C=c_n / len(t), max_iter=3000).fit(X[t], y[t])
         P[np.ix_(te, m.classes_)] = m.predict_proba(X[te])
     return P
 
@@ -109,7 +123,7 @@ NEAR_DUP = 6  # pictures whose perceptual hashes differ in at most this many of 
 NEAR_DUP_COS = 0.95  # ... or whose features point the same way this closely (a crop, a recoloured copy)
 
 def rank_suspects(path:Path, # a folder of class folders
-                  size:int=224, # pixels the network sees
+                  size:int=288, # pixels the network sees
                   progress:bool=True, # show a progress bar while computing features
                   outlier_z_min:float=OUTLIER_Z, # see `OUTLIER_Z`
                   near_dup:int=NEAR_DUP, # see `NEAR_DUP`
