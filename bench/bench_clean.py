@@ -108,7 +108,7 @@ def baseline_order(path:Path):
     rep = scan_dataset(path, check=False)
     y = np.array([rep.vocab.index(f.relative_to(path).parts[0]) for f in rep.items])
     F = embed_images(rep.items, size=224, levels=False, progress=False, cache=False)[0]  # the last layer's features alone
-    P = oof_probs(_normalize(F), y, len(rep.vocab), c_n=5000)
+    P = oof_probs(_normalize(F), y, len(rep.vocab), folds=5, c_n=5000)
     p = P[np.arange(len(y)), y]
     return [rep.items[i].relative_to(path).as_posix() for i in np.argsort(p, kind='stable')]
 
