@@ -196,7 +196,10 @@ def test_the_deadline_holds_whatever_the_server_does(raw, tmp_path):
     assert took < 10, took  # each would go on for minutes; the deadline ended them together
 
 INTERRUPT_SCRIPT = '''
-import sys
+import signal, sys
+# Ctrl-C as a terminal delivers it: a process started in the background of a non-interactive shell (a CI script
+# run with `&`) inherits SIGINT ignored, and would never see the signal this test sends
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from imgclf.gather import gather
 print('start', flush=True)
 gather(sys.argv[1], {"x": sys.argv[2]}, progress=False, timeout=(5, 5), deadline=120)
