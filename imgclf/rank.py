@@ -93,7 +93,6 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
     "Class probabilities for each picture from logistic regressions that never saw its label"
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
-    from joblib import Parallel, delayed
     from threadpoolctl import threadpool_limits
     keep = np.ones(len(y), bool) if keep is None else keep
     counts = np.bincount(y, minlength=n_classes)
@@ -106,8 +105,7 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
         return te, LogisticRegression(C=c_n / len(t), max_iter=3000).fit(X[t], y[t])
     splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y)
     # one fold per core, each on one BLAS thread: 4x faster on 2 cores than the folds in turn on threaded BLAS
-    with threadpool_limits(1):
-        fitted = Parallel(n_jobs=min(k, os.cpu_count() or 1), prefer='threads')(delayed(fit)(tr, te) for tr, te in splits)
+    with threadpool_limits(1), ThreadPoolExecutor(min(k, os.cpu_count() or 1)) as ex: fitted = list(ex.map(lambda s: fit(*s), splits))
     for te, m in filter(None, fitted): P[np.ix_(te, m.classes_)] = m.predict_proba(X[te])
     return P
 
