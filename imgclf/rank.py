@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/20_rank.ipynb #bbd1babd
 from __future__ import annotations
-import hashlib, os, warnings
+import hashlib, os, re, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -13,10 +13,11 @@ import imagehash
 from .core import ImgclfError, scan_dataset, imgclf_home, atomic_path, keep_freed_memory
 from .images import open_image, DownloadError
 from .dedupe import hash_distances
+from .manifest import read_manifest
 
 # %% auto #0
 __all__ = ['LEVELS', 'OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'CROSS_SCORE', 'DUP_SCORE', 'embed_images', 'oof_probs',
-           'outlier_z', 'rank_suspects']
+           'outlier_z', 'manifest_pairs', 'rank_suspects']
 
 # %% ../nbs/lib/20_rank.ipynb #93694b75
 def _load(f, size, cache):
@@ -120,6 +121,29 @@ def outlier_z(X:np.ndarray, # L2-normalised features
     med = np.median(far[keep]); mad = np.median(np.abs(far[keep] - med)) * 1.4826 or 1e-6
     return (far - med) / mad
 
+# %% ../nbs/lib/20_rank.ipynb #26f8c848
+def manifest_pairs(path:Path, # a dataset folder; its `manifest.csv` is read if there is one
+                   shas:list, # SHA-256 of each picture of the dataset as it is now (None if unreadable)
+                  ) -> list[tuple[int, int, int]]:
+    "Pairs of pictures (positions in `shas`, hash distance) that gather flagged as filed in two classes, both still present"
+    p = Path(path)/'manifest.csv'
+    if not p.is_file(): return []
+    try: rows = read_manifest(p)
+    except ImgclfError as e:
+        warnings.warn(f'{e} Ranking without its cross_class flags.'); return []
+    kept = [r for r in rows if r['status'] == 'kept']
+    sha_of = {r['file']: r['sha'] for r in kept}
+    at = {}
+    for i, s in enumerate(shas):
+        if s: at.setdefault(s, i)
+    pairs = []
+    for r in kept:
+        for other, d in re.findall(r'\s*(.+?) \(distance (\d+)\)(?:;|$)', r['cross_class']):
+            i, j = at.get(r['sha']), at.get(sha_of.get(other))
+            if i is not None and j is not None and i != j: pairs.append((i, j, int(d)))
+    return pairs
+
+
 # %% ../nbs/lib/20_rank.ipynb #81501448
 OUTLIER_Z = 3.  # pictures further than this from every class centre (robust z) are "not any class"
 NEAR_DUP = 6  # pictures whose perceptual hashes differ in at most this many of 64 bits are the same picture
@@ -163,6 +187,8 @@ def rank_suspects(path:Path, # a folder of class folders
     mis = ok & ~out & (p_label < P[idx, best])
     reasons = np.where(mis, [f'likely mislabelled: looks like {vocab[b]} ({P[i, b]:.0%})' for i, b in enumerate(best)], reasons)
     cross, same = _duplicates(df, X, ok, near_dup)
+    for i, j, d in manifest_pairs(path, shas):  # what gather flagged, should the files have changed since
+        if ok[i] and ok[j] and y[i] != y[j]: cross.setdefault(i, (j, d)); cross.setdefault(j, (i, d))
     for i, (j, d) in same.items():
         df.loc[i, 'duplicate_of'] = df.file[j]; score[i] = max(score[i], DUP_SCORE)
         reasons[i] = f'duplicate of {df.file[j]} (distance {d})'
