@@ -121,7 +121,7 @@ def outlier_z(X:np.ndarray, # L2-normalised features
     med = np.median(far[keep]); mad = np.median(np.abs(far[keep] - med)) * 1.4826 or 1e-6
     return (far - med) / mad
 
-# %% ../nbs/lib/20_rank.ipynb #26f8c848
+# %% ../nbs/lib/20_rank.ipynb #dc883739
 def manifest_pairs(path:Path, # a dataset folder; its `manifest.csv` is read if there is one
                    shas:list, # SHA-256 of each picture of the dataset as it is now (None if unreadable)
                   ) -> list[tuple[int, int, int]]:
