@@ -49,6 +49,29 @@ def lab(imgclf_home, tmp_path_factory):
     except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
 
 
+def what_the_cell_shows(pg) -> str:
+    "The first cell's prompt and output text, and any dialog: what to look at when the cleaner does not appear"
+    return pg.evaluate('''() => {
+        const q = s => document.querySelector(s);
+        return `prompt ${q('.jp-Cell .jp-InputPrompt')?.textContent}; kernel ${q('.jp-Notebook-ExecutionIndicator')?.dataset.status}; `
+             + `dialog ${q('.jp-Dialog')?.textContent?.slice(0, 200)}; output ${q('.jp-Cell .jp-OutputArea')?.textContent?.slice(0, 1500)}`;
+    }''')
+
+
+def run_first_cell(pg, tries:int=3):
+    "Run the first cell with Shift+Enter as a person does, and make sure it started: a busy browser can lose the first key press"
+    prompt = '.jp-Cell .jp-InputPrompt'
+    for _ in range(tries):
+        if pg.query_selector('.jp-Dialog'): pg.keyboard.press('Escape')
+        pg.click('.jp-Cell .jp-InputArea-editor')
+        pg.keyboard.press('Shift+Enter')
+        try:
+            pg.wait_for_function(f'() => /\\[(\\*|\\d+)\\]/.test(document.querySelector("{prompt}").textContent)', timeout=20_000)
+            return
+        except Exception: pass
+    raise AssertionError(f'the notebook cell never started running: {what_the_cell_shows(pg)}')
+
+
 @pytest.fixture(scope='module')
 def page(lab):
     exe = chromium_path()
@@ -61,9 +84,9 @@ def page(lab):
         pg.goto(f'{url}lab/tree/clean.ipynb?token={TOKEN}')
         pg.wait_for_selector('.jp-NotebookPanel .jp-Cell', timeout=90_000)
         pg.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=90_000)
-        pg.click('.jp-Cell .jp-InputArea-editor')
-        pg.keyboard.press('Shift+Enter')
-        pg.wait_for_selector('text=/page 1 of/', timeout=180_000)
+        run_first_cell(pg)
+        try: pg.wait_for_selector('text=/page 1 of/', timeout=180_000)
+        except Exception as e: raise AssertionError(f'the cleaner did not show its first page: {what_the_cell_shows(pg)}') from e
         yield pg
         browser.close()
 
