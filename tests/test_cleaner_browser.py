@@ -5,6 +5,9 @@ import pytest
 from conftest import BIN, free_port
 from test_app import chromium_path, CHROMIUM_ARGS
 
+try: from playwright.sync_api import TimeoutError as PlaywrightTimeout
+except ImportError: PlaywrightTimeout = TimeoutError  # no Playwright: the browser tests skip
+
 TOKEN = 'imgclf-test-token'
 
 
@@ -68,7 +71,7 @@ def run_first_cell(pg, tries:int=3):
         try:
             pg.wait_for_function(f'() => /\\[(\\*|\\d+)\\]/.test(document.querySelector("{prompt}").textContent)', timeout=20_000)
             return
-        except Exception: pass
+        except PlaywrightTimeout: pass
     raise AssertionError(f'the notebook cell never started running: {what_the_cell_shows(pg)}')
 
 
@@ -86,7 +89,7 @@ def page(lab):
         pg.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=90_000)
         run_first_cell(pg)
         try: pg.wait_for_selector('text=/page 1 of/', timeout=180_000)
-        except Exception as e: raise AssertionError(f'the cleaner did not show its first page: {what_the_cell_shows(pg)}') from e
+        except PlaywrightTimeout as e: raise AssertionError(f'the cleaner did not show its first page: {what_the_cell_shows(pg)}') from e
         yield pg
         browser.close()
 
