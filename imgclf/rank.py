@@ -16,8 +16,8 @@ from .dedupe import hash_distances
 from .manifest import read_manifest
 
 # %% auto #0
-__all__ = ['LEVELS', 'OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'CROSS_SCORE', 'DUP_SCORE', 'embed_images', 'oof_probs',
-           'outlier_z', 'manifest_pairs', 'rank_suspects']
+__all__ = ['LEVELS', 'OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'CROSS_SCORE', 'DUP_SCORE', 'FEW_SCORE', 'embed_images',
+           'oof_probs', 'outlier_z', 'manifest_pairs', 'rank_suspects']
 
 # %% ../nbs/lib/20_rank.ipynb #93694b75
 def _load(f, size, cache):
@@ -97,13 +97,14 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
     from threadpoolctl import threadpool_limits
     keep = np.ones(len(y), bool) if keep is None else keep
     counts = np.bincount(y, minlength=n_classes)
-    k = int(min(folds, counts[counts > 0].min())) if (counts > 0).any() else 0
-    if k < 2: raise ImgclfError(f'Every class needs at least 2 pictures to rank them (the smallest has {counts.min()})')
-    P = np.full((len(y), n_classes), 1 / n_classes)
-    with threadpool_limits(1):  # fits this size run 2x faster on one BLAS thread than on a 2-core machine's two
+    if (counts >= 2).sum() < 2: raise ImgclfError(f'To rank pictures, at least two classes need 2 or more of them (pictures per class: {counts.tolist()})')
+    k = int(min(folds, np.bincount(y).max()))  # a class smaller than `folds` is spread over as many folds as it has pictures
+    P = np.zeros((len(y), n_classes))  # a class that a fold's model never saw gets probability 0 there
+    with threadpool_limits(1), warnings.catch_warnings():  # one BLAS thread: fits this size run 2x faster than on a 2-core machine's two
+        warnings.filterwarnings('ignore', 'The least populated class', UserWarning)
         for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(X, y):
             t = tr[keep[tr]]
-            if len(np.unique(y[t])) < 2: continue
+            if len(np.unique(y[t])) < 2: P[te] = 1 / n_classes; continue
             m = LogisticRegression(C=c_n / len(t), max_iter=3000).fit(X[t], y[t])
             P[np.ix_(te, m.classes_)] = m.predict_proba(X[te])
     return P
@@ -150,6 +151,7 @@ NEAR_DUP = 6  # pictures whose perceptual hashes differ in at most this many of 
 NEAR_DUP_COS = 0.95  # ... or whose features point the same way this closely (a crop, a recoloured copy)
 CROSS_SCORE = 1.5  # a picture filed in two classes, the copy whose class the models believe less: first of all
 DUP_SCORE = 0.5  # a repeat within one class: as suspect as a coin toss (harmless to delete, less urgent than a wrong class)
+FEW_SCORE = 0.5  # the only picture of its class: nothing to judge it by, but worth a look (a stray folder, a typo in a class name)
 
 def rank_suspects(path:Path, # a folder of class folders
                   size:int=288, # pixels the network sees
@@ -167,11 +169,18 @@ def rank_suspects(path:Path, # a folder of class folders
     F, hashes, shas, errors = embed_images(files, size=size, progress=progress)
     ok = np.array([e is None for e in errors])
     X, n = _normalize(F), len(vocab)
+    counts = np.bincount(y[ok], minlength=n)
+    if (counts >= 2).sum() < 2:
+        raise ImgclfError(f'{path}: to rank pictures, at least two classes need 2 or more readable pictures; it has '
+                          + ', '.join(f'{c}: {k}' for c, k in zip(vocab, counts)))
+    few = ok & (counts[y] < 2)
     keep = ok.copy()
     for _ in range(2):  # the second round learns without the suspects of the first
         P = oof_probs(X, y, n, keep)
         z = outlier_z(X, y, n, keep)
-        issues = find_label_issues(y[ok], P[ok], filter_by='prune_by_noise_rate') if ok.sum() > n else np.zeros(ok.sum(), bool)
+        with warnings.catch_warnings():  # a very small class: cleanlab's note is about its own flags; the reasons below say it
+            warnings.filterwarnings('ignore', 'May not flag all label issues', UserWarning)
+            issues = find_label_issues(y[ok], P[ok], filter_by='prune_by_noise_rate') if ok.sum() > n else np.zeros(ok.sum(), bool)
         flagged = np.zeros(len(y), bool); flagged[ok] = issues
         keep = ok & ~flagged & (z <= outlier_z_min)
     idx = np.arange(len(y))
@@ -186,6 +195,8 @@ def rank_suspects(path:Path, # a folder of class folders
     reasons = np.where(out, [f'not any class: far from every class (z={v:.1f})' for v in z], '')
     mis = ok & ~out & (p_label < P[idx, best])
     reasons = np.where(mis, [f'likely mislabelled: looks like {vocab[b]} ({P[i, b]:.0%})' for i, b in enumerate(best)], reasons)
+    for i in np.where(few & ~out)[0]:  # no other picture of its class to learn it from: its probabilities say nothing
+        score[i], reasons[i] = FEW_SCORE, f'too few to judge: the only picture of {vocab[y[i]]}'
     cross, same = _duplicates(df, X, ok, near_dup)
     for i, j, d in manifest_pairs(path, shas):  # what gather flagged, should the files have changed since
         if ok[i] and ok[j] and y[i] != y[j]: cross.setdefault(i, (j, d)); cross.setdefault(j, (i, d))
