@@ -66,7 +66,7 @@ def _check_class(name, classes:list, create:bool, f) -> str:
     if why := class_name_problem(name): raise ImgclfError(f'{name!r} (for {f}) cannot be a class name: {why}')
     if name not in classes and not create:
         raise ImgclfError(f'Unknown class {name!r} for {f}: the classes are {", ".join(classes)}. '
-                          'Check the spelling, or pass create_classes=True to make a new class folder.')
+                          'Check the spelling, or allow new class folders (create_classes=True; on the command line --create-classes).')
     return name
 
 # %% ../nbs/lib/16_changes.ipynb #37185836

@@ -58,15 +58,24 @@ class Choices:
         return atomic_write_bytes(Path(dest), b.getvalue().encode())
 
     def load(self, src:Path) -> Choices:
-        "Add the choices of a CSV written by `save` (or by hand, or by `imgclf clean`: columns `file`, `action`, optional `sha`)"
+        "Add the choices of a CSV written by `save`, by `imgclf clean` or by a spreadsheet: columns `file`, `action`, optional `sha`"
         src = Path(src).expanduser()
-        try: rows = list(csv.DictReader(open(src, newline='', encoding='utf-8-sig')))
+        try:
+            text = src.read_text(encoding='utf-8-sig')  # a spreadsheet may start the file with a byte-order mark
+            try: dialect = csv.Sniffer().sniff(text.partition('\n')[0], delimiters=',;\t')  # many locales save with ; or tabs
+            except csv.Error: dialect = csv.excel
+            rows = list(csv.DictReader(io.StringIO(text, newline=''), dialect=dialect))
         except (OSError, csv.Error, UnicodeDecodeError) as e: raise ImgclfError(f'Cannot read the choices file {src}: {e}') from None
-        if rows and not {'file', 'action'} <= set(rows[0]): raise ImgclfError(f'{src} has no file and action columns')
+        if rows and not {'file', 'action'} <= set(rows[0]):
+            raise ImgclfError(f'{src} has no file and action columns (its first line: {text.partition(chr(10))[0][:80]!r})')
+        folders = {}  # a class typed in another case ("Rose") means the folder "rose", when only one folder could be meant
+        for d in (self.path.iterdir() if self.path.is_dir() else []):
+            if d.is_dir(): folders.setdefault(d.name.lower(), []).append(d.name)
         for i, r in enumerate(rows, 2):
-            a = (r.get('action') or '').strip()
-            if not a or a == 'keep': continue
-            f = (r.get('file') or '').strip()
+            a, f = (r.get('action') or '').strip(), (r.get('file') or '').strip()
+            if a.lower() in ('keep', 'delete'): a = a.lower()
+            elif len(same := folders.get(a.lower(), [])) == 1 and a not in same: a = same[0]
+            if not a or a == 'keep' or a == Path(f).parts[0]: continue  # nothing to do, or "move" to the class it is in
             if a != 'delete' and (why := class_name_problem(a)): raise ImgclfError(f'{src}, row {i}: action {a!r} cannot be a class: {why}')
             self.marks[f] = (a, (r.get('sha') or '').strip())
         self._autosave()
