@@ -231,14 +231,20 @@ def cmd_clean(args):
         log = ch.apply(create_classes=args.create_classes)
         print(f'{what}: done. The log is {log}\nTo put everything back:  imgclf undo {data}')
         return log
-    from imgclf.rank import rank_suspects
-    ranked = rank_suspects(data, progress=not args.quiet)
-    if args.model:
+    if args.model:  # a wrong model path or file is said before minutes of ranking, not after
         from imgclf.export import load_classifier, predict_images
         learn = load_classifier(args.model)
-        preds = predict_images(learn, [data/f for f in ranked.file])
-        ranked['model_label'] = [p.label for p in preds]
-        ranked['model_probability'] = [round(float(p.probability), 4) for p in preds]
+    from imgclf.rank import rank_suspects
+    ranked = rank_suspects(data, progress=not args.quiet)
+    if args.model:  # in batches (a whole dataset at once would not fit in memory), the unreadable pictures left out
+        from fastprogress.fastprogress import progress_bar
+        fs = list(ranked.file[~ranked.reason.str.startswith('unreadable')])
+        batches = range(0, len(fs), 64)
+        preds = [p for i in (batches if args.quiet else progress_bar(batches, leave=False))
+                 for p in predict_images(learn, [data/f for f in fs[i:i + 64]], [str(data/f) for f in fs[i:i + 64]])]
+        got = dict(zip(fs, preds))
+        ranked['model_label'] = [got[f].label if f in got else '' for f in ranked.file]
+        ranked['model_probability'] = [round(float(got[f].probability), 4) if f in got else None for f in ranked.file]
     ranked.insert(5, 'action', '')
     out = Path(args.out or data.absolute().with_name(data.name + '-suspects.csv'))
     with atomic_path(out) as t: ranked.drop(columns=['phash']).to_csv(t, index=False)
