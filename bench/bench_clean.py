@@ -35,6 +35,7 @@ clean pictures ranked too high. `bench/flowers_source_errors.txt` lists 17 such 
 import argparse, os, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
+from imgclf.cleaner import SURE  # the cleaner's "Accept sure ones": a wrong relabel adds a wrong label, a deletion only loses one picture
 warnings.filterwarnings('ignore')
 
 
@@ -124,7 +125,6 @@ def error_on(learn, valid_files:list, truth_class:dict):
     return float(np.mean([p.label != truth_class[f.name] for p, f in zip(preds, valid_files)]))
 
 
-SURE = 0.7  # a wrong relabel adds a wrong label, a deletion only loses one picture: relabel only when fairly sure
 POLICY = {'all': 'relabelling every suggestion', 'sure': f'relabelling when the suggestion has >= {SURE:.0%}, else deleting'}
 
 def run(src:Path, work:Path, seed:int, repeats:int=3, name:str|None=None):

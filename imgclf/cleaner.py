@@ -13,7 +13,7 @@ from .images import open_image, DownloadError
 from .changes import apply_changes, undo_changes, dataset_changes, TRASH, LOG_NAME
 
 # %% auto #0
-__all__ = ['CHOICES_FILE', 'file_sha', 'Choices', 'Thumbnails', 'Cleaner']
+__all__ = ['CHOICES_FILE', 'SURE', 'file_sha', 'Choices', 'Thumbnails', 'Cleaner']
 
 # %% ../nbs/lib/21_cleaner.ipynb #3c441545
 CHOICES_FILE = '.imgclf-choices.csv'
@@ -133,6 +133,8 @@ class Thumbnails:
         for f in files: self.pool.submit(self._make, f)
 
 # %% ../nbs/lib/21_cleaner.ipynb #2be041f1
+SURE = 0.7  # "Accept sure ones" relabels only when the models give the suggested class at least this (05_clean says why)
+
 class Cleaner:
     "A paged grid of the dataset's pictures, most suspect first, with choices that persist and act safely"
     def __init__(self, path:Path, # the dataset: a folder of class folders
@@ -155,6 +157,8 @@ class Cleaner:
         self.where, self.tally, self.msg = W.HTML(), W.HTML(), W.HTML()
         self.apply_btn = W.Button(description='Apply', button_style='danger', tooltip='move the deleted to the trash, the relabelled to their class')
         self.undo_btn = W.Button(description='Undo last apply', tooltip='put back every file of the last apply')
+        self.sure_btn = W.Button(description='Accept sure ones', tooltip=f'on this page: choose to move each likely mislabelled picture '
+                                 f'to the class the models give at least {SURE:.0%}, unless you chose already; look, then Apply')
         self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f'repeat(auto-fill, minmax({thumb + 20}px, 1fr))', grid_gap='6px',
                                               width='100%', flex='1 1 auto'))
         self.big = W.Image(layout=W.Layout(max_width='480px'))
@@ -163,7 +167,9 @@ class Cleaner:
         self._quiet = False
         self.view.observe(lambda ch: None if self._quiet else self.go(0), names='value')
         self.apply_btn.on_click(lambda _: self.apply()); self.undo_btn.on_click(lambda _: self.undo())
-        self.widget = W.VBox([W.HBox([self.view, self.prev, self.where, self.next, self.tally]), W.HBox([self.apply_btn, self.undo_btn, self.msg]),
+        self.sure_btn.on_click(lambda _: self.accept_sure())
+        self.widget = W.VBox([W.HBox([self.view, self.prev, self.where, self.next, self.tally]),
+                              W.HBox([self.apply_btn, self.undo_btn, self.sure_btn, self.msg]),
                               W.HBox([self.grid, self.big_box])])
         self.reload()
 
@@ -256,6 +262,20 @@ class Cleaner:
         except DownloadError as e: self.msg.value = f'{f}: {e.reason}'
 
     def _update_tally(self): self.tally.value = f'&nbsp; <b>{self.choices.tally()}</b>'
+
+    def accept_sure(self, threshold:float=SURE) -> int:
+        "Choose to relabel each likely mislabelled picture on the page whose suggested class has at least `threshold`, unless chosen already; how many"
+        n = 0
+        for r in self.rows[self.rows.file.isin(self.shown)].to_dict('records'):
+            f, sug = r['file'], r.get('suggested') or ''
+            if (str(r.get('reason') or '').startswith('likely mislabelled') and sug in self.classes and sug != r['label']
+                    and (r.get('p_suggested') or 0) >= threshold and self.choices.action(f) == 'keep'):
+                self._choose(f, sug, self.shown[f]); n += 1
+        self.go(self.page)  # draw the page again: its menus show the new choices
+        self.msg.value = (f'{n} picture(s) on this page chosen to move to the class the models give at least {threshold:.0%}: '
+                          'look them over, then Apply' if n else f'No likely mislabelled picture on this page reaches {threshold:.0%} '
+                          'that you have not chosen for already')
+        return n
 
     def apply(self):
         "Apply the choices (trash, log, undo), then read the dataset again"

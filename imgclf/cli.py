@@ -224,6 +224,8 @@ def cmd_clean(args):
     from imgclf.cleaner import Choices
     data = Path(args.data).expanduser()
     if not data.is_dir(): raise ImgclfError(f'Dataset folder not found: {data}')
+    if args.accept_sure is not None and not 0 < args.accept_sure <= 1:
+        raise ImgclfError(f'--accept-sure takes a probability between 0 and 1, not {args.accept_sure}')
     if args.apply:
         ch = Choices(data, autosave=False).load(args.apply)
         if not ch.marks: print(f'{args.apply}: no actions (fill the action column with delete or a class name)'); return None
@@ -246,14 +248,21 @@ def cmd_clean(args):
         ranked['model_label'] = [got[f].label if f in got else '' for f in ranked.file]
         ranked['model_probability'] = [round(float(got[f].probability), 4) if f in got else None for f in ranked.file]
     ranked.insert(5, 'action', '')
+    if args.accept_sure is not None:  # the confident suggestions filled in; the rest stays for you to decide
+        sure = ranked.reason.str.startswith('likely mislabelled') & (ranked.suggested != '') & (ranked.p_suggested >= args.accept_sure)
+        ranked.loc[sure, 'action'] = ranked.suggested[sure]
     out = Path(args.out or data.absolute().with_name(data.name + '-suspects.csv'))
     with atomic_path(out) as t: ranked.drop(columns=['phash']).to_csv(t, index=False)
     kinds = ranked.reason.str.extract(r'^([a-z ]+)')[0].fillna('').str.strip()
     counts = {k: int(v) for k, v in kinds[kinds != ''].value_counts().items()}
     print(f'{len(ranked)} pictures ranked; suspects: ' + (', '.join(f'{v} {k}' for k, v in counts.items()) or 'none'))
     import pandas as pd
-    with pd.option_context('display.width', 200, 'display.max_colwidth', 70):
-        print(ranked.head(args.show)[['file', 'label', 'suggested', 'score', 'reason']].to_string(index=False))
+    if args.show > 0:
+        with pd.option_context('display.width', 200, 'display.max_colwidth', 70):
+            print(ranked.head(args.show)[['file', 'label', 'suggested', 'score', 'reason']].to_string(index=False))
+    if args.accept_sure is not None:
+        print(f'\n{int(sure.sum())} action(s) filled in: the likely mislabelled whose suggested class has at least {args.accept_sure:.0%}. '
+              'Look them over (a wrong one: clear it, or write delete)')
     print(f'\nwrote {out}\nFill its action column (delete, or a class name), then:  imgclf clean {data} --apply {out}')
     return ranked
 
@@ -271,6 +280,7 @@ def cmd_undo(args):
 # %% ../nbs/08_cli.ipynb #9922919d
 def parser() -> argparse.ArgumentParser:
     "The `imgclf` argument parser"
+    from imgclf.cleaner import SURE
     p = argparse.ArgumentParser(prog='imgclf', description='Build your own image classifier from web images.')
     p.add_argument('--version', action='version', version=f'imgclf {imgclf.__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
@@ -335,6 +345,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--model', help='a model file: add its own prediction of each picture to the CSV')
     s.add_argument('--apply', metavar='CSV', help='apply the action column of this CSV instead of ranking')
     s.add_argument('--create-classes', action='store_true', help='with --apply: allow moving pictures to a class that has no folder yet')
+    s.add_argument('--accept-sure', nargs='?', type=float, const=SURE, metavar='P',
+                   help=f'fill the action column with the suggested class where the models give it at least P (default {SURE}); look, then --apply')
     s.add_argument('--show', type=int, default=10, help='suspects to print (default %(default)s)')
     s.add_argument('--quiet', action='store_true', help='no progress bar')
     s.set_defaults(func=cmd_clean)
@@ -346,12 +358,18 @@ def parser() -> argparse.ArgumentParser:
 def run(argv:list[str]|None=None):
     "Run an `imgclf` command line and return its result; `ImgclfError` ends it with one line and status 2"
     args = parser().parse_args(argv)
-    try: return args.func(args)
+    try:
+        res = args.func(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
+        return res
     except ImgclfError as e:
         print(f'imgclf {args.command}: {e}', file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr); sys.exit(130)
+    except BrokenPipeError:  # printing into a pipe whose reader stopped (`imgclf clean DATA | head`): quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        sys.exit(1)
 
 def main():
     "Entry point of the `imgclf` console script"
