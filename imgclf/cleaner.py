@@ -142,6 +142,7 @@ class Cleaner:
                  page_size:int=48, # tiles per page
                  thumb:int=160, # thumbnail size in pixels
                  choices:Choices|None=None, # start from these choices (default: those saved in the dataset folder, if any)
+                 learn=None, # your model: a fastai `Learner`, a model file or a loaded classifier; its prediction shows on every tile, and a `Learner`'s training and validation pictures are views
                 ):
         import ipywidgets as W
         self.W, self.path, self.page_size, self.page = W, Path(path).expanduser().absolute(), page_size, 0
@@ -149,6 +150,7 @@ class Cleaner:
             from imgclf.rank import rank_suspects
             ranked = rank_suspects(self.path)
         self.ranked = ranked.copy()
+        if learn is not None: self._add_model(learn)
         self.choices = choices or Choices(self.path)
         if choices is None and (self.path/CHOICES_FILE).is_file(): self.choices.load(self.path/CHOICES_FILE)
         self.thumbs, self.shown, self.log = Thumbnails(thumb), {}, None
@@ -172,6 +174,27 @@ class Cleaner:
                               W.HBox([self.apply_btn, self.undo_btn, self.sure_btn, self.msg]),
                               W.HBox([self.grid, self.big_box])])
         self.reload()
+
+    def _add_model(self, learn):
+        "Your model's prediction of every readable picture, and (a `Learner`) which split each picture was in, as columns of `ranked`"
+        from fastprogress.fastprogress import progress_bar
+        from imgclf.export import load_classifier, predict_images
+        if isinstance(learn, (str, Path)): learn = load_classifier(learn)
+        r = self.ranked
+        fs = [f for f, why in zip(r.file, r.reason.fillna('')) if not why.startswith('unreadable') and (self.path/f).is_file()]
+        preds = {}
+        for i in progress_bar(range(0, len(fs), 64), leave=False):  # in batches: a whole dataset at once would not fit in memory
+            part = fs[i:i + 64]
+            preds.update(zip(part, predict_images(learn, [self.path/f for f in part], [str(self.path/f) for f in part])))
+        r['model_label'] = [preds[f].label if f in preds else '' for f in r.file]
+        r['model_p'] = [float(preds[f].probability) if f in preds else 0. for f in r.file]
+        if getattr(learn, 'dls', None) is not None:  # a Learner knows which pictures it learned from and which it was judged on
+            split, root = {}, self.path.resolve()
+            for name, dl in (('train', learn.dls.train), ('valid', learn.dls.valid)):
+                for f in dl.items:
+                    try: split[Path(f).resolve().relative_to(root).as_posix()] = name
+                    except (ValueError, TypeError): pass  # not a file of this dataset
+            r['split'] = [split.get(f, '') for f in r.file]
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -197,6 +220,7 @@ class Cleaner:
         self.choices.marks = {f: m for f, m in self.choices.marks.items() if (self.path/f).is_file()}
         opts = [('All pictures, most suspect first', 'all'), ('Not any class', 'outliers'), ('Duplicates', 'duplicates'),
                 ('Likely mislabelled', 'mislabelled'), ('My choices', 'marked')] + [(f'Class: {c}', f'class:{c}') for c in self.classes]
+        if 'split' in self.rows: opts += [(f'{s.capitalize()} pictures of the model', f'split:{s}') for s in ('train', 'valid') if (self.rows.split == s).any()]
         old, self._quiet = self.view.value, True
         try:
             self.view.options = opts
@@ -211,6 +235,7 @@ class Cleaner:
         if v == 'mislabelled': return r[r.reason.fillna('').str.startswith('likely mislabelled')]
         if v == 'marked': return r[r.file.isin(self.choices.marks)]
         if v.startswith('class:'): return r[r.label == v[6:]]
+        if v.startswith('split:'): return r[r.split == v[6:]]
         return r
 
     @property
@@ -237,6 +262,7 @@ class Cleaner:
         sug = r.get('suggested') or ''
         likelier = sug and sug != r['label'] and r.get('p_suggested', 0) > r.get('p_label', 1)
         what = f'given <b>{r["label"]}</b>' + (f', looks like <b>{sug}</b> {r.get("p_suggested", 0):.0%}' if likelier else '')
+        if isinstance(r.get('model_label'), str) and r['model_label']: what += f'<br>your model: <b>{r["model_label"]}</b> {r.get("model_p", 0):.0%}'
         reason = r.get('reason') or ''
         info = W.HTML(f'<div style="font-size:12px;line-height:1.25;word-break:break-word" title="{f}">{what}<br>'
                       f'<span style="color:#a33">{reason}</span></div>', layout=W.Layout(width=f'{self.thumbs.size + 10}px'))
