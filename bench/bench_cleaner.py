@@ -1,0 +1,100 @@
+"""How long the cleaner takes to put a page of pictures in front of you: imgclf's `Cleaner` against fastai's
+`ImagesCleaner` (the grid inside `ImageClassifierCleaner`), in one run.
+
+    python bench/bench_cleaner.py [--data FOLDER] [--page 48] [--big 2000] [--runs 5]
+
+Two sets of pictures: the dataset as it is (default: the built-in flower photos, small JPEGs) and the same pictures
+enlarged to `--big` pixels on the long side, as photos from the web and from phones often are. For each, with
+thumbnails made fresh (nothing cached): the seconds until the widget holds a page of `--page` pictures,
+
+- fastai: `ImagesCleaner.set_fns(files)`, what its cleaner does on every change of class or split (thumbnails made
+  in worker processes, each shown as a PNG, which Jupyter's `display` makes and this script does by calling
+  the picture's `_repr_png_`: there is no kernel here);
+- imgclf, first page: `Cleaner.go(0)` on a new cleaner (thumbnails made on worker threads, decoded at a reduced
+  scale, kept as JPEG);
+- imgclf, next page: `Cleaner.go(1)` once the background thread has made it while you looked at the first;
+- imgclf, back to a page seen: `Cleaner.go(0)` again (from its cache).
+
+The ranking is computed once beforehand and not timed (see `bench_clean.py` for its cost). The target is a page
+of 48 in under a second; the browser's own drawing is not included, the bytes it is sent for the page are.
+"""
+import argparse, os, shutil, sys, tempfile, time, warnings
+from pathlib import Path
+import numpy as np
+warnings.filterwarnings('ignore')
+
+
+def enlarged(src:Path, dest:Path, files:list, side:int) -> Path:
+    "Copies of `files` (relative to `src`) enlarged to `side` pixels on the long side, as high-quality JPEGs"
+    from PIL import Image
+    for f in files:
+        im = Image.open(src/f).convert('RGB')
+        k = side / max(im.size)
+        (dest/f).parent.mkdir(parents=True, exist_ok=True)
+        im.resize((round(im.width * k), round(im.height * k)), Image.Resampling.BICUBIC).save(dest/f, quality=92)
+    return dest
+
+
+def timed(f) -> float:
+    t = time.perf_counter(); f(); return time.perf_counter() - t
+
+
+def measure(path:Path, ranked, page:int) -> dict:
+    import fastai.vision.widgets as fw
+    from fastai.vision.widgets import ImagesCleaner
+    fw.display = lambda im: im._repr_png_()  # what Jupyter's display does with each thumbnail (here there is no kernel)
+    from imgclf.cleaner import Cleaner, Choices
+    files = [path/f for f in ranked.file[:page]]
+    out = {'fastai': timed(lambda: ImagesCleaner(max_n=page).set_fns(files))}
+    cl = Cleaner(path, ranked, page_size=page, choices=Choices(path, autosave=False))  # draws page 1 as it is built
+    cl.thumbs.pool.shutdown(wait=True)  # its background work finished, then forgotten: nothing made yet
+    cl.thumbs.cache.clear()
+    from concurrent.futures import ThreadPoolExecutor
+    cl.thumbs.pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix='imgclf-thumb')
+    out['imgclf first page'] = timed(lambda: cl.go(0))
+    nxt = [path/f for f in ranked.file[page:2 * page]]
+    deadline = time.time() + 120
+    while not all(cl.thumbs._key(f) in cl.thumbs.cache for f in nxt) and time.time() < deadline: time.sleep(0.05)  # you look at page 1
+    out['imgclf next page'] = timed(lambda: cl.go(1))
+    out['imgclf page seen before'] = timed(lambda: cl.go(0))
+    from fastai.vision.widgets import _open_thumb
+    out['fastai kB'] = sum(len(_open_thumb(f, 128, 256)._repr_png_()) for f in files) / 1e3  # its default thumbnail size
+    out['imgclf kB'] = sum(len(b) for b in cl.thumbs.get(files)) / 1e3
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--data', help='a folder of class folders (default: the built-in flower photos)')
+    p.add_argument('--page', type=int, default=48, help='pictures per page (default %(default)s)')
+    p.add_argument('--runs', type=int, default=5, help='times each is measured, from nothing cached (default %(default)s)')
+    p.add_argument('--big', type=int, default=2000, help='long side of the enlarged copies, in pixels (default %(default)s)')
+    a = p.parse_args()
+    from imgclf.photos import flower_photos
+    from imgclf.rank import rank_suspects
+    print(f'machine: {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}')
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ['IMGCLF_HOME'] = str(Path(tmp)/'home')  # the ranking's feature cache stays out of yours
+        src = Path(a.data).expanduser() if a.data else flower_photos(Path(tmp)/'flowers')
+        ranked = rank_suspects(src, progress=False)
+        ranked = ranked[~ranked.reason.str.startswith('unreadable')].reset_index(drop=True)
+        n = 2 * a.page
+        if len(ranked) < n: sys.exit(f'{src} has {len(ranked)} readable pictures; two pages of {a.page} need {n}')
+        big = Path(tmp)/'big'
+        enlarged(src, big, list(ranked.file[:n]), a.big)
+        sets = {f'{src.name} as it is': (src, ranked), f'the same enlarged to {a.big} px': (big, ranked.head(n).copy())}
+        for name, (path, r) in sets.items():
+            runs = [measure(path, r, a.page) for _ in range(a.runs)]
+            res = {k: float(np.median([x[k] for x in runs])) for k in runs[0]}
+            print(f'\n{name}: seconds until the widget holds a page of {a.page} pictures (median of {a.runs} runs)')
+            for k, v in res.items():
+                if k.endswith('kB'): continue
+                ratio = '' if k == 'fastai' else f'   {res["fastai"] / v:6.1f}x faster than fastai'
+                print(f'  {k:26s} {v:7.3f} s{ratio}')
+            print(f'  sent to the browser for the page: fastai {res["fastai kB"]:.0f} kB (PNG, 128 px), imgclf {res["imgclf kB"]:.0f} kB '
+                  f'(JPEG, 160 px): {res["fastai kB"] / res["imgclf kB"]:.1f}x less')
+        shutil.rmtree(big)
+
+
+if __name__ == '__main__':
+    main()
