@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/21_cleaner.ipynb #54a52b5b
 from __future__ import annotations
-import csv, hashlib, io, os, threading
+import csv, hashlib, html, io, os, threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pandas as pd
@@ -133,6 +133,12 @@ class Thumbnails:
         for f in files: self.pool.submit(self._make, f)
 
 # %% ../nbs/lib/21_cleaner.ipynb #2be041f1
+def _esc(s) -> str:
+    "`s` as text inside HTML: a file or class named `<img onerror=...>` is shown, never run"
+    return html.escape(str(s), quote=True)
+
+def _error(e) -> str: return '<span style="color:#a00">' + _esc(e).replace('\n', '<br>') + '</span>'
+
 SURE = 0.7  # "Accept sure ones" relabels only when the models give the suggested class at least this (05_clean says why)
 
 class Cleaner:
@@ -163,8 +169,9 @@ class Cleaner:
                                  f'to the class the models give at least {SURE:.0%}, unless you chose already; look, then Apply')
         self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f'repeat(auto-fill, minmax({thumb + 20}px, 1fr))', grid_gap='6px',
                                               width='100%', flex='1 1 auto'))
-        self.big = W.Image(layout=W.Layout(max_width='480px'))
-        self.big_box = W.VBox([W.HTML('<b>Enlarged</b>'), self.big], layout=W.Layout(display='none'))
+        self.big, self.big_title = W.Image(layout=W.Layout(max_width='480px')), W.HTML()
+        self.twin, self.twin_title = W.Image(layout=W.Layout(max_width='480px')), W.HTML()  # a duplicate's other copy, to compare
+        self.big_box = W.VBox([self.big_title, self.big, self.twin_title, self.twin], layout=W.Layout(display='none'))
         self.prev.on_click(lambda _: self.go(self.page - 1)); self.next.on_click(lambda _: self.go(self.page + 1))
         self._quiet = False
         self.view.observe(lambda ch: None if self._quiet else self.go(0), names='value')
@@ -261,11 +268,11 @@ class Cleaner:
         img = W.Image(value=thumb, format='jpeg', layout=W.Layout(width=f'{self.thumbs.size}px', height=f'{self.thumbs.size}px', object_fit='contain'))
         sug = r.get('suggested') or ''
         likelier = sug and sug != r['label'] and r.get('p_suggested', 0) > r.get('p_label', 1)
-        what = f'given <b>{r["label"]}</b>' + (f', looks like <b>{sug}</b> {r.get("p_suggested", 0):.0%}' if likelier else '')
-        if isinstance(r.get('model_label'), str) and r['model_label']: what += f'<br>your model: <b>{r["model_label"]}</b> {r.get("model_p", 0):.0%}'
+        what = f'given <b>{_esc(r["label"])}</b>' + (f', looks like <b>{_esc(sug)}</b> {r.get("p_suggested", 0):.0%}' if likelier else '')
+        if isinstance(r.get('model_label'), str) and r['model_label']: what += f'<br>your model: <b>{_esc(r["model_label"])}</b> {r.get("model_p", 0):.0%}'
         reason = r.get('reason') or ''
-        info = W.HTML(f'<div style="font-size:12px;line-height:1.25;word-break:break-word" title="{f}">{what}<br>'
-                      f'<span style="color:#a33">{reason}</span></div>', layout=W.Layout(width=f'{self.thumbs.size + 10}px'))
+        info = W.HTML(f'<div style="font-size:12px;line-height:1.25;word-break:break-word" title="{_esc(f)}">{what}<br>'
+                      f'<span style="color:#a33">{_esc(reason)}</span></div>', layout=W.Layout(width=f'{self.thumbs.size + 10}px'))
         menu = W.Dropdown(options=[('keep', 'keep'), ('delete', 'delete')] + [(f'move to {c}', c) for c in self.classes if c != r['label']],
                           value=self.choices.action(f), layout=W.Layout(width=f'{self.thumbs.size + 10}px'))
         menu.observe(lambda ch, f=f, sha=sha: self._choose(f, ch['new'], sha), names='value')
@@ -278,14 +285,21 @@ class Cleaner:
         try:
             if not sha: sha = file_sha(self.path/f)
             self.choices.mark(f, action, sha)
-        except (ImgclfError, OSError) as e: self.msg.value = f'<span style="color:#a00">{e}</span>'
+        except (ImgclfError, OSError) as e: self.msg.value = _error(e)
         self._update_tally()
 
     def _enlarge(self, f:str):
-        try:
-            im = open_image(self.path/f); im.thumbnail((480, 480)); b = io.BytesIO(); im.save(b, 'JPEG', quality=90)
-            self.big.value = b.getvalue(); self.big_box.layout.display = ''
-        except DownloadError as e: self.msg.value = f'{f}: {e.reason}'
+        "Show `f` large beside the grid; a duplicate with its other copy under it"
+        def big(g):
+            im = open_image(self.path/g); im.thumbnail((480, 480)); b = io.BytesIO(); im.save(b, 'JPEG', quality=90); return b.getvalue()
+        try: self.big.value = big(f)
+        except DownloadError as e: self.msg.value, self.big_box.layout.display = _esc(f'{f}: {e.reason}'), 'none'; return
+        self.big_title.value, self.big_box.layout.display = f'<b>{_esc(f)}</b>', ''
+        row = self.rows[self.rows.file == f]
+        twin = row.duplicate_of.iloc[0] if len(row) and 'duplicate_of' in row and isinstance(row.duplicate_of.iloc[0], str) else ''
+        try: self.twin.value, self.twin_title.value = (big(twin), f'<b>its other copy: {_esc(twin)}</b>') if twin else (b'', '')
+        except DownloadError: self.twin.value, self.twin_title.value = b'', _esc(f'its other copy {twin} cannot be read')
+        self.twin.layout.display = '' if self.twin.value else 'none'
 
     def _update_tally(self): self.tally.value = f'&nbsp; <b>{self.choices.tally()}</b>'
 
@@ -306,14 +320,14 @@ class Cleaner:
     def apply(self):
         "Apply the choices (trash, log, undo), then read the dataset again"
         try: self.log = self.choices.apply()
-        except ImgclfError as e: self.msg.value = f'<span style="color:#a00">{e}</span>'.replace('\n', '<br>'); return
-        self.msg.value = f'Applied; <code>{self.log}</code> records it' if self.log else 'Nothing to apply'
+        except ImgclfError as e: self.msg.value = _error(e); return
+        self.msg.value = f'Applied; <code>{_esc(str(self.log))}</code> records it' if self.log else 'Nothing to apply'
         self.reload()
 
     def undo(self):
         "Put back every file of the last apply, then read the dataset again"
         logs = [l for l, cs, undos in dataset_changes(self.path).sessions if not undos and cs]
         if not logs: self.msg.value = 'Nothing to undo'; return
-        try: undo_changes(logs[-1]); self.msg.value = f'Undone: {logs[-1]}'
-        except ImgclfError as e: self.msg.value = f'<span style="color:#a00">{e}</span>'
+        try: undo_changes(logs[-1]); self.msg.value = _esc(f'Undone: {logs[-1]}')
+        except ImgclfError as e: self.msg.value = _error(e)
         self.reload()
