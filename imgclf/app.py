@@ -135,7 +135,8 @@ class ClassifierApp:
 
     def page(self) -> HTML:
         "The style sheet and script the app's page needs"
-        return HTML(f'<style>{_CSS}</style><script>{_JS % dict(title=json.dumps(self.title), limit=self.max_bytes)}</script>')
+        title = json.dumps(self.title).replace('<', '\\u003c')  # a model named '</script>...' cannot end the script early
+        return HTML(f'<style>{_CSS}</style><script>{_JS % dict(title=title, limit=self.max_bytes)}</script>')
 
     def _ipython_display_(self): display(self.page(), self.widget)
 
