@@ -177,6 +177,7 @@ def voila_command(port:int=8866, # the port to serve on (it must be free: see `f
            f'--MappingKernelManager.cull_idle_timeout={cull_after}',
            f'--MappingKernelManager.cull_interval={max(1, min(30, cull_after // 3))}',
            '--MappingKernelManager.cull_connected=False',
+           '--VoilaConfiguration.multi_kernel_manager_class=imgclf.kernels.HandoverKernelManager',  # a visitor's kernel is not culled before their page connects
            f"--Voila.tornado_settings={{'websocket_max_message_size': {WEBSOCKET_LIMIT}}}"]
     if not browser: cmd.append('--no-browser')
     return cmd

@@ -251,3 +251,24 @@ def test_closed_tab_kernel_is_culled(server, browser, model, photos):
     page = open_app(browser, url)  # and the next visitor is served
     classify(page, photos['rose.jpg'])
     page.close()
+
+
+def test_kernel_handed_over_after_a_quiet_while_waits_for_the_page(server, browser, model, photos):
+    """The kernel waiting in the pool has been idle longer than the culling timeout when a visitor arrives, and the
+    visitor's page is slow to connect to it (a phone, a busy server): it must not be culled in between"""
+    url, proc, asked, logtail = server
+    time.sleep(CULL_AFTER + 5)  # nobody comes for a while: the preheated kernel sits idle
+    page = browser.new_page(viewport=dict(width=1200, height=900))
+    interval = max(1, min(30, CULL_AFTER // 3))  # how often the culler looks, as `voila_command` sets it
+
+    def late(ws):  # the page's connection to its kernel arrives after the culler has looked at least once
+        time.sleep(interval + 4)
+        ws.connect_to_server()
+    page.route_web_socket(re.compile(r'/api/kernels/[0-9a-f-]+/channels'), late)
+    page.goto(url, timeout=300_000)
+    try: page.locator('.imgclf-upload').wait_for(timeout=120_000)
+    except Exception as e: raise AssertionError(f'the page never got its kernel:\n{logtail()}') from e
+    kid = page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId")
+    assert not [l for l in logtail().splitlines() if 'Culling' in l and kid in l], logtail()
+    classify(page, photos['rose.jpg'])
+    page.close()
