@@ -160,3 +160,26 @@ def test_after_undo_a_tile_acts_on_the_file_it_shows(page, lab):
     pg.click('.jp-OutputArea button:text("Undo last apply")')
     pg.wait_for_selector('text=/Undone/')
     assert sums(ds) == before
+
+
+def test_accept_sure_ones_chooses_what_the_tiles_suggest(page, lab):
+    "The button, clicked in the page: each picture it chooses is moved to the class its tile says it looks like, and the tally counts them"
+    pg, (url, ds) = page, lab
+    show(pg, 'All pictures, most suspect first')
+    pg.click('.jp-OutputArea button:text("Accept sure ones")')
+    pg.wait_for_selector('text=/on this page chosen|No likely mislabelled picture/')
+    pg.wait_for_timeout(500)
+    moved = {}
+    for f, sel in tiles(pg).items():
+        if chosen(sel).startswith('move to '):
+            text = sel.evaluate('s => s.closest(".widget-vbox").innerText').replace('\n', ' ')
+            assert f'looks like {chosen(sel)[8:]} ' in text and 'likely mislabelled' in text, text
+            moved[f] = sel
+    from imgclf.rank import rank_suspects
+    from imgclf.cleaner import SURE
+    r = rank_suspects(ds, progress=False).head(4)  # the page on screen, as the widget ranked it
+    sure = r[r.reason.str.startswith('likely mislabelled') & (r.p_suggested >= SURE)]
+    assert {f: chosen(sel)[8:] for f, sel in moved.items()} == dict(zip(sure.file, sure.suggested)), r
+    pg.wait_for_selector(f'text=0 to delete, {len(moved)} to relabel' if moved else 'text=nothing chosen yet')
+    for sel in moved.values(): sel.select_option(label='keep')  # leave nothing chosen
+    if moved: pg.wait_for_selector('text=nothing chosen yet')
