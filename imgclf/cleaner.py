@@ -184,17 +184,11 @@ class Cleaner:
 
     def _add_model(self, learn):
         "Your model's prediction of every readable picture, and (a `Learner`) which split each picture was in, as columns of `ranked`"
-        from fastprogress.fastprogress import progress_bar
-        from imgclf.export import load_classifier, predict_images
+        from imgclf.export import load_classifier, predict_folder
         if isinstance(learn, (str, Path)): learn = load_classifier(learn)
-        r = self.ranked
-        fs = [f for f, why in zip(r.file, r.reason.fillna('')) if not why.startswith('unreadable') and (self.path/f).is_file()]
-        preds = {}
-        for i in progress_bar(range(0, len(fs), 64), leave=False):  # in batches: a whole dataset at once would not fit in memory
-            part = fs[i:i + 64]
-            preds.update(zip(part, predict_images(learn, [self.path/f for f in part], [str(self.path/f) for f in part])))
-        r['model_label'] = [preds[f].label if f in preds else '' for f in r.file]
-        r['model_p'] = [float(preds[f].probability) if f in preds else 0. for f in r.file]
+        r, got = self.ranked, predict_folder(learn, self.path, progress=True)
+        got.index = [Path(f).relative_to(self.path).as_posix() for f in got.file]
+        r['model_label'], r['model_p'] = r.file.map(got.label).fillna(''), r.file.map(got.probability).fillna(0.)
         if getattr(learn, 'dls', None) is not None:  # a Learner knows which pictures it learned from and which it was judged on
             split, root = {}, self.path.resolve()
             for name, dl in (('train', learn.dls.train), ('valid', learn.dls.valid)):

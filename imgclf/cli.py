@@ -235,19 +235,15 @@ def cmd_clean(args):
         print(f'{what}: done. The log is {log}\nTo put everything back:  imgclf undo {data}')
         return log
     if args.model:  # a wrong model path or file is said before minutes of ranking, not after
-        from imgclf.export import load_classifier, predict_images
+        from imgclf.export import load_classifier, predict_folder
         learn = load_classifier(args.model)
     from imgclf.rank import rank_suspects
     ranked = rank_suspects(data, progress=not args.quiet)
-    if args.model:  # in batches (a whole dataset at once would not fit in memory), the unreadable pictures left out
-        from fastprogress.fastprogress import progress_bar
-        fs = list(ranked.file[~ranked.reason.str.startswith('unreadable')])
-        batches = range(0, len(fs), 64)
-        preds = [p for i in (batches if args.quiet else progress_bar(batches, leave=False))
-                 for p in predict_images(learn, [data/f for f in fs[i:i + 64]], [str(data/f) for f in fs[i:i + 64]])]
-        got = dict(zip(fs, preds))
-        ranked['model_label'] = [got[f].label if f in got else '' for f in ranked.file]
-        ranked['model_probability'] = [round(float(got[f].probability), 4) if f in got else None for f in ranked.file]
+    if args.model:  # an unreadable picture keeps its model columns empty
+        got = predict_folder(learn, data, progress=not args.quiet)
+        got.index = [Path(f).relative_to(data).as_posix() for f in got.file]
+        ranked['model_label'] = ranked.file.map(got.label).fillna('')
+        ranked['model_probability'] = ranked.file.map(got.probability)
     ranked.insert(5, 'action', '')
     if args.accept_sure is not None:  # the confident suggestions filled in; the rest stays for you to decide
         sure = ranked.reason.str.startswith('likely mislabelled') & (ranked.suggested != '') & (ranked.p_suggested >= args.accept_sure)

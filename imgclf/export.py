@@ -214,6 +214,7 @@ def predict_image(model, # a loaded classifier, or a fastai `Learner`
 def predict_folder(model, # a loaded classifier, or a fastai `Learner`
                    path:Path, # an image file or a folder of images
                    bs:int=64, # images per batch
+                   progress:bool=False, # show a progress bar over the batches
                   ) -> pd.DataFrame:
     "Classify an image or every image under a folder: one row per file, with an `error` column for bad ones"
     clf = as_classifier(model)
@@ -221,8 +222,11 @@ def predict_folder(model, # a loaded classifier, or a fastai `Learner`
     if not path.exists(): raise ImgclfError(f'Not found: {path}')
     files = [path] if path.is_file() else image_files(path)
     if not files: raise ImgclfError(f'No images found in {path}')
-    rows = []
-    for i in range(0, len(files), bs):
+    rows, batches = [], range(0, len(files), bs)
+    if progress:
+        from fastprogress.fastprogress import progress_bar
+        batches = progress_bar(batches, leave=False)
+    for i in batches:
         good, pils = [], []
         for f in files[i:i+bs]:
             try: pils.append(clf.open(f)); good.append(f)
