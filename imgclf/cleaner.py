@@ -13,7 +13,7 @@ from .images import open_image, DownloadError
 from .changes import apply_changes, undo_changes, dataset_changes, TRASH, LOG_NAME
 
 # %% auto #0
-__all__ = ['CHOICES_FILE', 'SURE', 'file_sha', 'Choices', 'Thumbnails', 'Cleaner']
+__all__ = ['CHOICES_FILE', 'SURE', 'file_sha', 'Choices', 'Thumbnails', 'sure_suggestions', 'Cleaner']
 
 # %% ../nbs/lib/21_cleaner.ipynb #3c441545
 CHOICES_FILE = '.imgclf-choices.csv'
@@ -140,6 +140,13 @@ def _esc(s) -> str:
 def _error(e) -> str: return '<span style="color:#a00">' + _esc(e).replace('\n', '<br>') + '</span>'
 
 SURE = 0.7  # "Accept sure ones" relabels only when the models give the suggested class at least this (05_clean says why)
+
+def sure_suggestions(ranked:pd.DataFrame, # from `rank_suspects` (or rows of it)
+                     threshold:float=SURE, # the least probability of the suggested class
+                    ) -> pd.Series:
+    "Which rows are likely mislabelled with a suggested class the models give at least `threshold`: the relabels to accept"
+    return (ranked.reason.fillna('').str.startswith('likely mislabelled') & (ranked.suggested.fillna('') != '')
+            & (ranked.p_suggested.fillna(0) >= threshold))
 
 class Cleaner:
     "A paged grid of the dataset's pictures, most suspect first, with choices that persist and act safely"
@@ -299,11 +306,10 @@ class Cleaner:
 
     def accept_sure(self, threshold:float=SURE) -> int:
         "Choose to relabel each likely mislabelled picture on the page whose suggested class has at least `threshold`, unless chosen already; how many"
-        n = 0
-        for r in self.rows[self.rows.file.isin(self.shown)].to_dict('records'):
-            f, sug = r['file'], r.get('suggested') or ''
-            if (str(r.get('reason') or '').startswith('likely mislabelled') and sug in self.classes and sug != r['label']
-                    and (r.get('p_suggested') or 0) >= threshold and self.choices.action(f) == 'keep'):
+        n, page = 0, self.rows[self.rows.file.isin(self.shown)]
+        for r in page[sure_suggestions(page, threshold)].to_dict('records'):
+            f, sug = r['file'], r['suggested']
+            if sug in self.classes and sug != r['label'] and self.choices.action(f) == 'keep':
                 self._choose(f, sug, self.shown[f]); n += 1
         self.go(self.page)  # draw the page again: its menus show the new choices
         self.msg.value = (f'{n} picture(s) on this page chosen to move to the class the models give at least {threshold:.0%}: '
@@ -315,7 +321,7 @@ class Cleaner:
         "Apply the choices (trash, log, undo), then read the dataset again"
         try: self.log = self.choices.apply()
         except ImgclfError as e: self.msg.value = _error(e); return
-        self.msg.value = f'Applied; <code>{_esc(str(self.log))}</code> records it' if self.log else 'Nothing to apply'
+        self.msg.value = f'Applied; <code>{_esc(self.log)}</code> records it' if self.log else 'Nothing to apply'
         self.reload()
 
     def undo(self):

@@ -222,7 +222,7 @@ def cmd_gather(args):
 # %% ../nbs/08_cli.ipynb #3dda89c6
 def cmd_clean(args):
     "Rank a dataset's pictures, most suspect first, into a CSV; or apply the actions of such a CSV"
-    from imgclf.cleaner import Choices
+    from imgclf.cleaner import Choices, sure_suggestions
     data = Path(args.data).expanduser()
     if not data.is_dir(): raise ImgclfError(f'Dataset folder not found: {data}')
     if args.accept_sure is not None and not 0 < args.accept_sure <= 1:
@@ -246,7 +246,7 @@ def cmd_clean(args):
         ranked['model_probability'] = ranked.file.map(got.probability)
     ranked.insert(5, 'action', '')
     if args.accept_sure is not None:  # the confident suggestions filled in; the rest stays for you to decide
-        sure = ranked.reason.str.startswith('likely mislabelled') & (ranked.suggested != '') & (ranked.p_suggested >= args.accept_sure)
+        sure = sure_suggestions(ranked, args.accept_sure)
         ranked.loc[sure, 'action'] = ranked.suggested[sure]
     out = Path(args.out or data.absolute().with_name(data.name + '-suspects.csv'))
     with atomic_path(out) as t: ranked.drop(columns=['phash']).to_csv(t, index=False)
