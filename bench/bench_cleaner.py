@@ -43,14 +43,12 @@ def measure(path:Path, ranked, page:int) -> dict:
     import fastai.vision.widgets as fw
     from fastai.vision.widgets import ImagesCleaner
     fw.display = lambda im: im._repr_png_()  # what Jupyter's display does with each thumbnail (here there is no kernel)
-    from imgclf.cleaner import Cleaner, Choices
+    from imgclf.cleaner import Cleaner, Choices, Thumbnails
     files = [path/f for f in ranked.file[:page]]
     out = {'fastai': timed(lambda: ImagesCleaner(max_n=page).set_fns(files))}
     cl = Cleaner(path, ranked, page_size=page, choices=Choices(path, autosave=False))  # draws page 1 as it is built
-    cl.thumbs.pool.shutdown(wait=True)  # its background work finished, then forgotten: nothing made yet
-    cl.thumbs.cache.clear()
-    from concurrent.futures import ThreadPoolExecutor
-    cl.thumbs.pool = ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix='imgclf-thumb')
+    cl.thumbs.pool.shutdown(wait=True)  # the page 2 it started making in the background done: nothing competes for the cores
+    cl.thumbs = Thumbnails(cl.thumbs.size)  # a new thumbnail maker: nothing made yet
     out['imgclf first page'] = timed(lambda: cl.go(0))
     nxt = [path/f for f in ranked.file[page:2 * page]]
     deadline = time.time() + 120
