@@ -12,7 +12,10 @@ class ("planted": crops of scikit-image's sample photos and its LFW faces, given
 For each: the share of flipped and of planted pictures in the top 15%, the precision of the top k (k = number
 of flipped + planted pictures: the share of the first k that are one or the other), and the time it took from
 the files on disk (nothing cached). The time of (a) includes one default training run (`train_classifier`),
-which is also printed alone: imgclf's ranking should take no longer.
+which is also printed alone: imgclf's ranking should take no longer. For (b) and (c) it also prints the most flipped
+pictures any order built on their probabilities could put in the top 15% while 90% of the planted are there too
+(strays placed perfectly, the rest by least probability of the given label): an order that falls short of it can
+be improved by ordering better; one at it, only by better probabilities.
 
 Then the dataset is cleaned by accepting imgclf's suggestions in its top k, in two ways: relabel every picture
 with a suggested class and delete the rest (not any class); or relabel only when the models give the suggested
@@ -27,6 +30,7 @@ set is trained `--repeats` times (seeds 42, 43, ...) and the means are compared.
     python bench/bench_clean.py --data ../shared/data/flowers  # and any other folder of class folders
     python bench/bench_clean.py --no-builtin --data DIR        # only DIR
     python bench/bench_clean.py --no-builtin --data ../shared/data/flowers --exclude bench/flowers_source_errors.txt
+    python bench/bench_clean.py --repeats 0                    # the rankings, without the retrainings
 
 `--exclude LIST` leaves the pictures listed (one `class/file` per line, relative to each dataset; `#` comments)
 out of the source before noise is added: real errors of the source, which the benchmark would otherwise count as
@@ -93,6 +97,20 @@ def measure(name, order, truth, secs):
     return r
 
 
+def ceiling(name, files, p_label, truth, planted=0.9):
+    """The most flipped pictures any order built on these probabilities could put in the top 15% while `planted` of
+    the planted ones are there too: those planted first (as if strays were found perfectly), then the rest by
+    least probability of the given label. An order can only beat this with better probabilities."""
+    n, w = len(files), int(0.15 * len(files))
+    kinds = np.array([truth[f][0] for f in files]); p_label = np.asarray(p_label)
+    need = int(np.ceil(planted * (kinds == 'planted').sum()))
+    rest = np.where(kinds != 'planted')[0]
+    rest = rest[np.argsort(p_label[rest], kind='stable')][:max(w - need, 0)]
+    share = (kinds[rest] == 'flipped').sum() / max((kinds == 'flipped').sum(), 1)
+    print(f"  {name:34s} at most {share:6.1%} of the flipped in the top 15% with {planted:.0%} of the planted there", flush=True)
+    return share
+
+
 def fastai_order(path:Path):
     "Train with imgclf's recipe; every picture by its loss as fastai's ImageClassifierCleaner computes it; and the training's seconds"
     from imgclf.train import train_classifier
@@ -107,7 +125,7 @@ def fastai_order(path:Path):
 
 
 def baseline_order(path:Path):
-    "Frozen features, 5-fold logistic regression, most suspect = least probability of the given label"
+    "Frozen features, 5-fold logistic regression, most suspect = least probability of the given label; and that probability of each file"
     from imgclf.core import scan_dataset
     from imgclf.rank import embed_images, oof_probs, _normalize
     rep = scan_dataset(path, check=False)
@@ -115,7 +133,8 @@ def baseline_order(path:Path):
     F = embed_images(rep.items, size=224, levels=False, progress=False, cache=False)[0]  # the last layer's features alone
     P = oof_probs(_normalize(F), y, len(rep.vocab), folds=5, c_n=5000)
     p = P[np.arange(len(y)), y]
-    return [rep.items[i].relative_to(path).as_posix() for i in np.argsort(p, kind='stable')]
+    rel = [f.relative_to(path).as_posix() for f in rep.items]
+    return [rel[i] for i in np.argsort(p, kind='stable')], dict(zip(rel, p))
 
 
 def error_on(learn, valid_files:list, truth_class:dict):
@@ -137,11 +156,15 @@ def run(src:Path, work:Path, seed:int, repeats:int=3, name:str|None=None):
     print(f'\n{name or src}: {n} pictures, {kinds.count("flipped")} flipped, {kinds.count("planted")} planted (seed {seed})', flush=True)
     res = []
     t = time.perf_counter(); o, train_secs = fastai_order(noisy); res.append(measure("(a) fastai's cleaner order (loss)", o, truth, time.perf_counter() - t))
-    t = time.perf_counter(); o = baseline_order(noisy); res.append(measure('(b) baseline: features + 5-fold LR', o, truth, time.perf_counter() - t))
+    t = time.perf_counter(); o, p_base = baseline_order(noisy); res.append(measure('(b) baseline: features + 5-fold LR', o, truth, time.perf_counter() - t))
     t = time.perf_counter(); r = rank_suspects(noisy, progress=False); res.append(measure('(c) imgclf rank_suspects', list(r.file), truth, time.perf_counter() - t))
     best = {k: max(res[:2], key=lambda x: x[k])[k] for k in ('flipped', 'planted', 'precision')}
     print('  imgclf above both: ' + ', '.join(f'{k} {"yes" if res[2][k] > best[k] else "no"}' for k in best))
     print(f'  one default training run: {train_secs:.1f} s; imgclf\'s ranking took {res[2]["secs"] / train_secs:.2f} of it', flush=True)
+    print('  the probabilities behind (b) and (c), whatever the order built on them:')
+    ceiling('(b) baseline probabilities', list(r.file), [p_base[f] for f in r.file], truth)
+    ceiling('(c) imgclf probabilities', list(r.file), list(r.p_label), truth)
+    if repeats < 1: return res  # the rankings alone
     # clean with imgclf's suggestions in its top k, two ways: (all) relabel every picture that has a suggested class,
     # delete the rest; (sure) relabel only when the models give the suggested class at least SURE, delete the rest
     k = sum(1 for v in kinds if v != 'clean')
@@ -180,7 +203,7 @@ def main():
     ap.add_argument('--data', type=Path, action='append', default=[], help='a folder of class folders (repeat for more)')
     ap.add_argument('--no-builtin', action='store_true', help='leave out the built-in flower photos')
     ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--repeats', type=int, default=3, help='trainings per retraining arm, averaged (default %(default)s)')
+    ap.add_argument('--repeats', type=int, default=3, help='trainings per retraining arm, averaged (default %(default)s; 0: the rankings alone)')
     ap.add_argument('--exclude', type=Path, help='a list of class/file pictures to leave out of every dataset first (source errors)')
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix='bench-clean-'))
