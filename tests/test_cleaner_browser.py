@@ -1,4 +1,4 @@
-"imgclf's cleaner as a learner meets it: a real JupyterLab on 127.0.0.1, driven by Chromium through Playwright."
+"imgclf's cleaner as a learner meets it: a real JupyterLab 4 and a real Notebook 7 on 127.0.0.1, driven by Chromium through Playwright."
 import hashlib, json, os, re, shutil, signal, subprocess, time, urllib.request
 from pathlib import Path
 import pytest
@@ -17,11 +17,15 @@ def sums(root:Path) -> dict:
             for p in root.rglob('*.jpg') if '.trash' not in p.parts}
 
 
-@pytest.fixture(scope='module')
-def lab(imgclf_home, tmp_path_factory):
-    "A small dataset, a notebook that opens imgclf's Cleaner on it, and JupyterLab serving both"
+FRONTENDS = {'lab': 'lab/tree/clean.ipynb', 'notebook': 'notebooks/clean.ipynb'}  # `jupyter X` -> where it opens a notebook
+
+@pytest.fixture(scope='module', params=list(FRONTENDS))
+def lab(imgclf_home, tmp_path_factory, request):
+    "A small dataset, a notebook that opens imgclf's Cleaner on it, and JupyterLab or Notebook 7 serving both"
     from imgclf.photos import flower_photos
-    tmp = tmp_path_factory.mktemp('lab')
+    front = request.param
+    if not (BIN/f'jupyter-{front}').exists(): pytest.skip(f'jupyter {front} is not installed')
+    tmp = tmp_path_factory.mktemp(front)
     ds = tmp/'flowers'
     for c in ['daisy', 'rose', 'tulip']:
         (ds/c).mkdir(parents=True)
@@ -34,9 +38,10 @@ def lab(imgclf_home, tmp_path_factory):
     env = {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'JUPYTER_CONFIG_DIR': str(tmp/'config'),
            'JUPYTER_DATA_DIR': str(tmp/'data'), 'IPYTHONDIR': str(tmp/'ipython'), 'JUPYTER_RUNTIME_DIR': str(tmp/'runtime')}
     with open(logf, 'wb') as log:
-        proc = subprocess.Popen([str(BIN/'jupyter'), 'lab', '--no-browser', f'--port={port}', '--ServerApp.ip=127.0.0.1',
+        quiet = ['--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'] if front == 'lab' else []
+        proc = subprocess.Popen([str(BIN/'jupyter'), front, '--no-browser', f'--port={port}', '--ServerApp.ip=127.0.0.1',
                                  '--ServerApp.port_retries=0', f'--IdentityProvider.token={TOKEN}', f'--ServerApp.root_dir={tmp}',
-                                 '--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate', '--allow-root'],
+                                 *quiet, '--allow-root'],
                                 cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url, deadline = f'http://127.0.0.1:{port}/', time.time() + 120
     while True:
@@ -44,9 +49,9 @@ def lab(imgclf_home, tmp_path_factory):
         except OSError: pass
         if proc.poll() is not None or time.time() > deadline:
             if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f'JupyterLab did not start:\n{logf.read_text(errors="replace")[-3000:]}')
+            pytest.fail(f'jupyter {front} did not start:\n{logf.read_text(errors="replace")[-3000:]}')
         time.sleep(0.5)
-    yield url, ds
+    yield url, ds, front
     os.killpg(proc.pid, signal.SIGTERM)
     try: proc.wait(20)
     except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
@@ -80,11 +85,11 @@ def page(lab):
     exe = chromium_path()
     if exe is None: pytest.skip('Chromium is not installed (apt-get install chromium)')
     from playwright.sync_api import sync_playwright
-    url, ds = lab
+    url, ds, front = lab
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={'width': 1400, 'height': 1000})
-        pg.goto(f'{url}lab/tree/clean.ipynb?token={TOKEN}')
+        pg.goto(f'{url}{FRONTENDS[front]}?token={TOKEN}')
         pg.wait_for_selector('.jp-NotebookPanel .jp-Cell', timeout=90_000)
         pg.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=90_000)
         run_first_cell(pg)
@@ -115,7 +120,7 @@ def show(pg, view:str):
 
 
 def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, lab):
-    pg, (url, ds) = page, lab
+    pg, (url, ds, front) = page, lab
     before = sums(ds)
     t = tiles(pg)
     assert len(t) == 4 and all(f in before for f in t)  # the first page: four pictures of the dataset
@@ -145,7 +150,7 @@ def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, lab):
 
 def test_after_undo_a_tile_acts_on_the_file_it_shows(page, lab):
     "fastai's cleaner, after apply, undo and a change of class, moved a different file than the one shown"
-    pg, (url, ds) = page, lab
+    pg, (url, ds, front) = page, lab
     show(pg, 'Class: rose')
     t = tiles(pg)
     assert t and all(f.startswith('rose/') and (ds/f).is_file() for f in t)
@@ -164,7 +169,7 @@ def test_after_undo_a_tile_acts_on_the_file_it_shows(page, lab):
 
 def test_accept_sure_ones_chooses_what_the_tiles_suggest(page, lab):
     "The button, clicked in the page: each picture it chooses is moved to the class its tile says it looks like, and the tally counts them"
-    pg, (url, ds) = page, lab
+    pg, (url, ds, front) = page, lab
     show(pg, 'All pictures, most suspect first')
     pg.click('.jp-OutputArea button:text("Accept sure ones")')
     pg.wait_for_selector('text=/on this page chosen|No likely mislabelled picture/')
