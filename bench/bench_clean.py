@@ -101,7 +101,7 @@ def ceiling(name, files, p_label, truth, planted=0.9):
     """The most flipped pictures any order built on these probabilities could put in the top 15% while `planted` of
     the planted ones are there too: those planted first (as if strays were found perfectly), then the rest by
     least probability of the given label. An order can only beat this with better probabilities."""
-    n, w = len(files), int(0.15 * len(files))
+    w = int(0.15 * len(files))
     kinds = np.array([truth[f][0] for f in files]); p_label = np.asarray(p_label)
     need = int(np.ceil(planted * (kinds == 'planted').sum()))
     rest = np.where(kinds != 'planted')[0]

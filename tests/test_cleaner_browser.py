@@ -20,7 +20,7 @@ def sums(root:Path) -> dict:
 FRONTENDS = {'lab': 'lab/tree/clean.ipynb', 'notebook': 'notebooks/clean.ipynb'}  # `jupyter X` -> where it opens a notebook
 
 @pytest.fixture(scope='module', params=list(FRONTENDS))
-def lab(imgclf_home, tmp_path_factory, request):
+def jupyter(imgclf_home, tmp_path_factory, request):
     "A small dataset, a notebook that opens imgclf's Cleaner on it, and JupyterLab or Notebook 7 serving both"
     from imgclf.photos import flower_photos
     front = request.param
@@ -81,11 +81,11 @@ def run_first_cell(pg, tries:int=3):
 
 
 @pytest.fixture(scope='module')
-def page(lab):
+def page(jupyter):
     exe = chromium_path()
     if exe is None: pytest.skip('Chromium is not installed (apt-get install chromium)')
     from playwright.sync_api import sync_playwright
-    url, ds, front = lab
+    url, ds, front = jupyter
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={'width': 1400, 'height': 1000})
@@ -119,8 +119,8 @@ def show(pg, view:str):
     pg.wait_for_timeout(800)
 
 
-def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, lab):
-    pg, (url, ds, front) = page, lab
+def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, jupyter):
+    pg, (_, ds, _) = page, jupyter
     before = sums(ds)
     t = tiles(pg)
     assert len(t) == 4 and all(f in before for f in t)  # the first page: four pictures of the dataset
@@ -148,9 +148,9 @@ def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, lab):
     assert sums(ds) == before  # every picture back, byte for byte
 
 
-def test_after_undo_a_tile_acts_on_the_file_it_shows(page, lab):
+def test_after_undo_a_tile_acts_on_the_file_it_shows(page, jupyter):
     "fastai's cleaner, after apply, undo and a change of class, moved a different file than the one shown"
-    pg, (url, ds, front) = page, lab
+    pg, (_, ds, _) = page, jupyter
     show(pg, 'Class: rose')
     t = tiles(pg)
     assert t and all(f.startswith('rose/') and (ds/f).is_file() for f in t)
@@ -167,9 +167,9 @@ def test_after_undo_a_tile_acts_on_the_file_it_shows(page, lab):
     assert sums(ds) == before
 
 
-def test_accept_sure_ones_chooses_what_the_tiles_suggest(page, lab):
+def test_accept_sure_ones_chooses_what_the_tiles_suggest(page, jupyter):
     "The button, clicked in the page: each picture it chooses is moved to the class its tile says it looks like, and the tally counts them"
-    pg, (url, ds, front) = page, lab
+    pg, (_, ds, _) = page, jupyter
     show(pg, 'All pictures, most suspect first')
     pg.click('.jp-OutputArea button:text("Accept sure ones")')
     pg.wait_for_selector('text=/on this page chosen|No likely mislabelled picture/')
