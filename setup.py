@@ -24,7 +24,8 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 requirements = shlex.split(cfg.get('requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
-dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
+extras = {o: shlex.split(cfg.get(f'{o}_requirements') or '') for o in 'app lab serve distributed dev'.split()}
+extras['all'] = sorted({r for o in 'app lab serve distributed'.split() for r in extras[o]})
 
 class BuildPy(build_py):
     "Also install the app notebook, nbs/07_app.ipynb, as imgclf/app.ipynb: `imgclf app` serves it after any `pip install`"
@@ -48,7 +49,7 @@ setuptools.setup(
     # the built-in flower photos (imgclf/flowers: class folders of JPEGs, their credits and licence, the key)
     package_data = {cfg['lib_name']: ['flowers/*.*', 'flowers/*/*.jpg']},
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements },
+    extras_require = extras,
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),
     long_description_content_type = 'text/markdown',

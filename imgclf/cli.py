@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, os, shutil, subprocess, sys, time, json
 from pathlib import Path
 import imgclf
-from .core import ImgclfError, imgclf_home, scan_dataset, atomic_path
+from .core import ImgclfError, imgclf_home, scan_dataset, atomic_path, need
 
 # %% auto #0
 __all__ = ['write_report', 'cmd_demo', 'cmd_train', 'cmd_export', 'cmd_predict', 'cmd_serve', 'app_notebook', 'free_port',
@@ -106,7 +106,9 @@ def cmd_train(args):
     "Train on a folder of class folders"
     out = Path(args.out or Path(args.data).expanduser().absolute().with_name(Path(args.data).name + '-model'))
     if args.processes < 1: raise ImgclfError(f'--processes must be 1 or more, got {args.processes}')
-    if args.processes > 1 and int(os.environ.get('WORLD_SIZE', 1)) <= 1: return _launch(args, out)
+    if args.processes > 1 and int(os.environ.get('WORLD_SIZE', 1)) <= 1:
+        need('accelerate', 'distributed', 'imgclf train --processes')  # said once, here, not by every process
+        return _launch(args, out)
     return _train_and_export(Path(args.data), out, args.arch, args.epochs, args.size, args.lr, args.bs,
                              args.valid_pct, args.seed, quiet=args.quiet)
 
@@ -139,6 +141,7 @@ def cmd_predict(args):
 
 def cmd_serve(args):
     "Serve a model as a web service (JSON API and upload page)"
+    for m in ['starlette', 'uvicorn', 'multipart']: need(m, 'serve', 'imgclf serve')
     from imgclf.export import demo_model
     from imgclf.serve import serve
     serve(Path(args.model).expanduser() if args.model else demo_model(), args.host, args.port, args.max_mb)
@@ -184,6 +187,7 @@ def voila_command(port:int=8866, # the port to serve on (it must be free: see `f
 
 def cmd_app(args):
     "Serve the app notebook with Voila"
+    for m in ['voila', 'jupyter_server']: need(m, 'app', 'imgclf app')
     from imgclf.app import MAX_UPLOAD
     model = args.model or os.environ.get('IMGCLF_MODEL')
     if model: model = Path(model).expanduser().absolute()  # a relative path starts where the command runs

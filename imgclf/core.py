@@ -17,13 +17,25 @@ from PIL import Image, UnidentifiedImageError
 warnings.filterwarnings('ignore', message=r'.torch\.jit\.script. is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'ImgclfError', 'class_name_problem', 'check_class_name', 'imgclf_home', 'atomic_path',
+__all__ = ['IMAGE_EXTS', 'ImgclfError', 'need', 'class_name_problem', 'check_class_name', 'imgclf_home', 'atomic_path',
            'atomic_write_bytes', 'atomic_folder', 'check_image', 'image_files', 'DatasetReport', 'too_few_images',
            'scan_dataset', 'lfw_faces', 'keep_freed_memory']
 
 # %% ../nbs/00_core.ipynb #fba15abe
 class ImgclfError(Exception):
     "A problem with the user's input or files, worded so they can fix it without reading a traceback"
+
+# %% ../nbs/00_core.ipynb #23cf6e16
+def need(module:str, # the module to import, e.g. 'voila'
+         extra:str, # the extra of imgclf that installs it, e.g. 'app'
+         what:str, # what needs it, said in the error, e.g. 'imgclf app'
+        ):
+    "Import `module`, or say in one line which of imgclf's extras installs it"
+    import importlib
+    try: return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module.split('.')[0]: raise  # something it needs in turn is missing: not this extra's doing
+        raise ImgclfError(f'{what} needs {module}, which is not installed. Install it with: pip install "imgclf[{extra}]"') from None
 
 # %% ../nbs/00_core.ipynb #6422f047
 _CLASS_BAD = re.compile(r'[/\\\x00-\x1f\x7f]')

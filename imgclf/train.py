@@ -8,12 +8,11 @@ import os, sys, math
 from pathlib import Path
 import torch, torch.nn as nn
 import pandas as pd
-from .core import ImgclfError, imgclf_home, keep_freed_memory  # before fastai: see 00_core
+from .core import ImgclfError, imgclf_home, keep_freed_memory, need  # before fastai: see 00_core
 from fastai.vision.all import (vision_learner, Learner, model_meta, params, L, error_rate, accuracy, Callback, TrainEvalCallback,
                                set_seed, resnet18, resnet34, ResNet18_Weights, ResNet34_Weights, DataLoaders, minimum, valley)
 from fastcore.imports import IN_NOTEBOOK
 from contextlib import contextmanager, nullcontext
-from fastai.distributed import DistributedTrainer, DistributedDL
 from fastai.torch_core import rank_distrib, num_distrib
 from .photos import flower_photos
 from .data import image_dls, presize_for
@@ -120,29 +119,29 @@ def _on_hardware(learn:Learner) -> Learner:
     return learn
 
 # %% ../nbs/04_train.ipynb #de873a33
-class _Loader(DistributedDL):
-    "fastai's `DistributedDL`, sharing out the batch order with CPU tensors when the backend is gloo (fastai assumes NCCL)"
-    def _broadcast(self, t, rank):
-        dev = 'cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu'
-        t = torch.tensor(t, dtype=torch.long, device=dev)
-        torch.distributed.broadcast(t, rank)
-        return t.cpu().tolist()
-
-class _Distributed(DistributedTrainer):
-    "fastai's `DistributedTrainer` with `_Loader`"
-    def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else _Loader(dl, device=self.learn.model.device)
+def _distributed_cb():
+    "fastai's `DistributedTrainer`, whose loader shares out the batch order with CPU tensors when the backend is gloo (fastai assumes NCCL)"
+    from fastai.distributed import DistributedTrainer, DistributedDL  # needs Accelerate: imported only to train in several processes
+    class _Loader(DistributedDL):
+        def _broadcast(self, t, rank):
+            dev = 'cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu'
+            t = torch.tensor(t, dtype=torch.long, device=dev)
+            torch.distributed.broadcast(t, rank)
+            return t.cpu().tolist()
+    class _Distributed(DistributedTrainer):
+        def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else _Loader(dl, device=self.learn.model.device)
+    return _Distributed(sync_bn=False, cpu=not torch.cuda.is_available())
 
 def _process_state():
     "Accelerate's state of this process when it is one of several (`WORLD_SIZE` > 1), else `None`"
     if num_distrib() <= 1: return None
-    try: from accelerate import PartialState
-    except ImportError: raise ImgclfError('Training in several processes needs Hugging Face Accelerate: pip install accelerate') from None
+    PartialState = need('accelerate', 'distributed', 'Training in several processes').PartialState
     return PartialState(cpu=not torch.cuda.is_available())
 
 @contextmanager
 def _data_parallel(learn:Learner):
     "Train `learn` data-parallel across the processes in the block, then end the process group (the body's batch norm stays frozen: no SyncBatchNorm)"
-    cb = _Distributed(sync_bn=False, cpu=not torch.cuda.is_available())
+    cb = _distributed_cb()
     learn.add_cb(cb)
     learn.processes = num_distrib()
     try: yield learn
