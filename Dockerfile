@@ -9,12 +9,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
     OMP_NUM_THREADS=2 MPLCONFIGDIR=/tmp/matplotlib IMGCLF_HOME=/tmp/imgclf
 
 # The CPU build of torch and its matching torchvision first, from PyTorch's CPU index: PyPI's default torch is a
-# CUDA build of several GB. imgclf's own requirements then find torch already installed.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.8.0 torchvision==0.23.0
+# CUDA build of several GB. 2.14.1 / 0.29.1 is the pair imgclf is tested with.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
 
+# imgclf without the course's requirements (fastai, Jupyter, scikit-learn and the rest), then only what
+# `imgclf serve` imports: settings.ini's serve_requirements.
 WORKDIR /app
 COPY . /tmp/src
-RUN pip install /tmp/src && rm -rf /tmp/src
+RUN pip install --no-deps /tmp/src \
+ && pip install $(python -c "import configparser; c = configparser.ConfigParser(delimiters=['=']); \
+                             c.read('/tmp/src/settings.ini'); print(c['DEFAULT']['serve_requirements'])") \
+ && rm -rf /tmp/src
 
 ARG MODEL=model.safetensors
 COPY ${MODEL} /app/model.safetensors

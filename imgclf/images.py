@@ -9,7 +9,6 @@ from pathlib import Path
 from contextlib import contextmanager
 import re
 import numpy as np
-import imagehash
 from PIL import Image, ImageOps
 
 # %% auto #0
@@ -143,6 +142,7 @@ def _finish(data, im, w, h, fmt, animated, shrink, quality) -> tuple[bytes, str,
     if shrink and (drafted or max(im.size) > shrink):
         im.thumbnail((shrink, shrink), Image.Resampling.LANCZOS, reducing_gap=3.0)
         notes.append(f'shrunk from {w}x{h}')
+    import imagehash  # here, not at the top: `imgclf serve` opens photos but never hashes them (and needs no SciPy)
     phash = str(imagehash.phash(im))
     if notes or fmt not in _KEEP: out, ext = _encode(im, quality), '.jpg'
     else: out, ext = data, _KEEP[fmt]

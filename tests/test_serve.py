@@ -1,5 +1,5 @@
 "`imgclf serve` as a client meets it: the real command on a free port of 127.0.0.1, real photos, bad uploads."
-import io, http.client, json, os, signal, subprocess, time
+import io, http.client, json, os, signal, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import httpx
@@ -122,3 +122,37 @@ def test_a_sideways_phone_photo_gets_the_upright_answer(server, imgclf_home):
     im.transpose(Image.Transpose.ROTATE_90).save(side, 'PNG', exif=exif)
     a, b = post(server, up.getvalue(), 'up.png').json(), post(server, side.getvalue(), 'side.png').json()
     assert a['label'] == b['label'] and abs(a['probability'] - b['probability']) < 1e-6
+
+
+def test_serve_needs_only_its_own_requirements(model, imgclf_home, tmp_path):
+    "As the Docker image installs it: nothing importable but settings.ini's serve_requirements (no fastai, Jupyter, pandas...)"
+    port, log = free_port(), tmp_path/'serve.log'
+    script = Path(__file__).parent/'fixtures'/'serve_only.py'
+    with open(log, 'wb') as out:
+        proc = subprocess.Popen([sys.executable, str(script), 'serve', '--model', str(model), '--port', str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'})
+    url, deadline = f'http://127.0.0.1:{port}', time.time() + 120
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            try:
+                if httpx.get(url + '/health', timeout=2).status_code == 200: break
+            except httpx.TransportError: time.sleep(0.3)
+        assert proc.poll() is None, f'imgclf serve stopped:\n{log.read_text(errors="replace")[-3000:]}'
+        from imgclf.core import image_files
+        photo = image_files(Path(imgclf_home)/'flowers'/'rose')[0]
+        r = post(url, photo.read_bytes(), photo.name)
+        assert r.status_code == 200 and set(r.json()['probs']) == set(httpx.get(url + '/health').json()['classes'])
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+
+
+def test_serve_only_refuses_what_serving_does_not_install(tmp_path):
+    "The check above can fail: under it, importing fastai (not in serve_requirements) is refused"
+    script = Path(__file__).parent/'fixtures'/'serve_only.py'
+    ok = subprocess.run([sys.executable, str(script), '--import', 'starlette'], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    r = subprocess.run([sys.executable, str(script), '--import', 'fastai'], capture_output=True, text=True)
+    assert r.returncode != 0 and "No module named 'fastai'" in r.stderr
