@@ -1,5 +1,7 @@
-"imgclf's cleaner as a learner meets it: a real JupyterLab 4 and a real Notebook 7 on 127.0.0.1, driven by Chromium through Playwright."
-import hashlib, json, os, re, shutil, signal, subprocess, time, urllib.request
+"""imgclf's cleaner as a learner meets it: a real JupyterLab 4 and a real Notebook 7 on 127.0.0.1, driven by Chromium through Playwright.
+With IMGCLF_COLAB_VENV naming a stand-in for Google Colab (made by .ci/colab), also in the classic Notebook 6 and
+ipywidgets 7 of that venv, the versions Colab has."""
+import hashlib, json, os, re, shutil, signal, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 from conftest import BIN, free_port
@@ -17,14 +19,29 @@ def sums(root:Path) -> dict:
             for p in root.rglob('*.jpg') if '.trash' not in p.parts}
 
 
-FRONTENDS = {'lab': 'lab/tree/clean.ipynb', 'notebook': 'notebooks/clean.ipynb'}  # `jupyter X` -> where it opens a notebook
+FRONTENDS = {'lab': 'lab/tree/clean.ipynb', 'notebook': 'notebooks/clean.ipynb', 'notebook6': 'notebooks/clean.ipynb'}  # -> where it opens a notebook
+COLAB = os.environ.get('IMGCLF_COLAB_VENV')
+
+def server_bin(front:str) -> Path:
+    "Where the front end's `jupyter` lives: this venv, or for classic Notebook 6 (as in Colab) the Colab stand-in's"
+    return Path(COLAB)/'bin' if front == 'notebook6' else BIN
+
+# What to find in the page: JupyterLab and Notebook 7 share Lumino's classes; classic Notebook 6 has its own.
+JP = dict(cell='.jp-NotebookPanel .jp-Cell', editor='.jp-Cell .jp-InputArea-editor', prompt='.jp-Cell .jp-InputPrompt',
+          out='.jp-OutputArea', idle='.jp-Notebook-ExecutionIndicator[data-status="idle"]', dialog='.jp-Dialog')
+CLASSIC = dict(cell='#notebook .cell', editor='.cell .CodeMirror', prompt='.cell .input_prompt', out='.output_area',
+               idle='#kernel_indicator_icon.kernel_idle_icon', dialog='.modal-dialog')
+def sel(front:str) -> dict: return CLASSIC if front == 'notebook6' else JP
+OUT = ':is(.jp-OutputArea, .output_area)'  # a cell's output, in either
 
 @pytest.fixture(scope='module', params=list(FRONTENDS))
 def jupyter(imgclf_home, tmp_path_factory, request):
     "A small dataset, a notebook that opens imgclf's Cleaner on it, and JupyterLab or Notebook 7 serving both"
     from imgclf.photos import flower_photos
     front = request.param
-    if not (BIN/f'jupyter-{front}').exists(): pytest.skip(f'jupyter {front} is not installed')
+    if front == 'notebook6' and not COLAB: pytest.skip('IMGCLF_COLAB_VENV does not name a Colab stand-in (.ci/colab makes one)')
+    cmd = 'notebook' if front == 'notebook6' else front
+    if not (server_bin(front)/f'jupyter-{cmd}').exists(): pytest.skip(f'jupyter {cmd} is not installed in {server_bin(front)}')
     tmp = tmp_path_factory.mktemp(front)
     ds = tmp/'flowers'
     for c in ['daisy', 'rose', 'tulip']:
@@ -39,9 +56,10 @@ def jupyter(imgclf_home, tmp_path_factory, request):
            'JUPYTER_DATA_DIR': str(tmp/'data'), 'IPYTHONDIR': str(tmp/'ipython'), 'JUPYTER_RUNTIME_DIR': str(tmp/'runtime')}
     with open(logf, 'wb') as log:
         quiet = ['--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'] if front == 'lab' else []
-        proc = subprocess.Popen([str(BIN/'jupyter'), front, '--no-browser', f'--port={port}', '--ServerApp.ip=127.0.0.1',
-                                 '--ServerApp.port_retries=0', f'--IdentityProvider.token={TOKEN}', f'--ServerApp.root_dir={tmp}',
-                                 *quiet, '--allow-root'],
+        app = (['--NotebookApp.ip=127.0.0.1', '--NotebookApp.port_retries=0', f'--NotebookApp.token={TOKEN}', f'--NotebookApp.notebook_dir={tmp}']
+               if front == 'notebook6' else  # classic Notebook 6 is its own server, with its own option names
+               ['--ServerApp.ip=127.0.0.1', '--ServerApp.port_retries=0', f'--IdentityProvider.token={TOKEN}', f'--ServerApp.root_dir={tmp}'])
+        proc = subprocess.Popen([str(server_bin(front)/'jupyter'), cmd, '--no-browser', f'--port={port}', *app, *quiet, '--allow-root'],
                                 cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url, deadline = f'http://127.0.0.1:{port}/', time.time() + 120
     while True:
@@ -57,27 +75,27 @@ def jupyter(imgclf_home, tmp_path_factory, request):
     except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
 
 
-def what_the_cell_shows(pg) -> str:
+def what_the_cell_shows(pg, s:dict) -> str:
     "The first cell's prompt and output text, and any dialog: what to look at when the cleaner does not appear"
-    return pg.evaluate('''() => {
-        const q = s => document.querySelector(s);
-        return `prompt ${q('.jp-Cell .jp-InputPrompt')?.textContent}; kernel ${q('.jp-Notebook-ExecutionIndicator')?.dataset.status}; `
-             + `dialog ${q('.jp-Dialog')?.textContent?.slice(0, 200)}; output ${q('.jp-Cell .jp-OutputArea')?.textContent?.slice(0, 1500)}`;
-    }''')
+    return pg.evaluate('''s => {
+        const q = x => document.querySelector(x);
+        return `prompt ${q(s.prompt)?.textContent}; kernel idle ${!!q(s.idle)}; `
+             + `dialog ${q(s.dialog)?.textContent?.slice(0, 200)}; output ${q(s.out)?.textContent?.slice(0, 1500)}`;
+    }''', s)
 
 
-def run_first_cell(pg, tries:int=3):
+def run_first_cell(pg, s:dict, tries:int=3):
     "Run the first cell with Shift+Enter as a person does, and make sure it started: a busy browser can lose the first key press"
-    prompt = '.jp-Cell .jp-InputPrompt'
+    prompt = s['prompt']
     for _ in range(tries):
-        if pg.query_selector('.jp-Dialog'): pg.keyboard.press('Escape')
-        pg.click('.jp-Cell .jp-InputArea-editor')
+        if pg.query_selector(s['dialog']): pg.keyboard.press('Escape')
+        pg.click(s['editor'])
         pg.keyboard.press('Shift+Enter')
         try:
             pg.wait_for_function(f'() => /\\[(\\*|\\d+)\\]/.test(document.querySelector("{prompt}").textContent)', timeout=20_000)
             return
         except PlaywrightTimeout: pass
-    raise AssertionError(f'the notebook cell never started running: {what_the_cell_shows(pg)}')
+    raise AssertionError(f'the notebook cell never started running: {what_the_cell_shows(pg, s)}')
 
 
 @pytest.fixture(scope='module')
@@ -86,15 +104,16 @@ def page(jupyter):
     if exe is None: pytest.skip('Chromium is not installed (apt-get install chromium)')
     from playwright.sync_api import sync_playwright
     url, ds, front = jupyter
+    s = sel(front)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={'width': 1400, 'height': 1000})
         pg.goto(f'{url}{FRONTENDS[front]}?token={TOKEN}')
-        pg.wait_for_selector('.jp-NotebookPanel .jp-Cell', timeout=90_000)
-        pg.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=90_000)
-        run_first_cell(pg)
+        pg.wait_for_selector(s['cell'], timeout=90_000)
+        pg.wait_for_selector(s['idle'], state='attached', timeout=90_000)  # classic's indicator is an icon, maybe of no size
+        run_first_cell(pg, s)
         try: pg.wait_for_selector('text=/page 1 of/', timeout=180_000)
-        except PlaywrightTimeout as e: raise AssertionError(f'the cleaner did not show its first page: {what_the_cell_shows(pg)}') from e
+        except PlaywrightTimeout as e: raise AssertionError(f'the cleaner did not show its first page: {what_the_cell_shows(pg, s)}') from e
         yield pg
         browser.close()
 
@@ -102,7 +121,7 @@ def page(jupyter):
 def tiles(pg) -> dict:
     "The tiles on screen: file -> its action menu"
     out = {}
-    for b in pg.query_selector_all('.jp-OutputArea button[title]'):
+    for b in pg.query_selector_all(f'{OUT} button[title]'):
         f = b.get_attribute('title')
         if re.match(r'^[a-z]+/.+\.jpg$', f or ''):
             tile = b.evaluate_handle('b => b.closest(".widget-vbox")')
@@ -114,7 +133,7 @@ def chosen(sel) -> str: return sel.evaluate('s => s.options[s.selectedIndex].tex
 
 def show(pg, view:str):
     "Pick a view in the cleaner's Show menu"
-    sel = pg.query_selector('.jp-OutputArea .widget-dropdown:has(label:text("Show")) select')
+    sel = pg.query_selector(f'{OUT} .widget-dropdown:has(label:text("Show")) select')
     sel.select_option(label=view)
     pg.wait_for_timeout(800)
 
@@ -130,20 +149,20 @@ def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, jupyter)
     t[f_rel].select_option(label=f'move to {target}')
     pg.wait_for_selector('text=1 to delete, 1 to relabel')
     # another view, another page, and back
-    show(pg, 'Class: tulip'); pg.click('.jp-OutputArea button:text("▶")'); pg.wait_for_timeout(500)
+    show(pg, 'Class: tulip'); pg.click(f'{OUT} button:text("▶")'); pg.wait_for_timeout(500)
     show(pg, 'My choices')
     assert set(tiles(pg)) == {f_del, f_rel}
     show(pg, 'All pictures, most suspect first')
     t = tiles(pg)
     assert chosen(t[f_del]) == 'delete' and chosen(t[f_rel]) == f'move to {target}'
-    pg.click('.jp-OutputArea button:text("Apply")')
+    pg.click(f'{OUT} button:text("Apply")')
     pg.wait_for_selector('text=/Applied/')
     assert not (ds/f_del).exists() and (ds/target/Path(f_rel).name).is_file() and not (ds/f_rel).exists()
     assert len(list((ds/'.trash').rglob(Path(f_del).name))) == 1
     # the widget read the dataset again: the moved picture is shown in its new class, the deleted one nowhere
     show(pg, f'Class: {target}')
     assert f'{target}/{Path(f_rel).name}' in tiles(pg) or len(list((ds/target).glob('*.jpg'))) > 4
-    pg.click('.jp-OutputArea button:text("Undo last apply")')
+    pg.click(f'{OUT} button:text("Undo last apply")')
     pg.wait_for_selector('text=/Undone/')
     assert sums(ds) == before  # every picture back, byte for byte
 
@@ -158,20 +177,34 @@ def test_after_undo_a_tile_acts_on_the_file_it_shows(page, jupyter):
     before = sums(ds)
     t[f].select_option(label='delete')
     pg.wait_for_selector('text=1 to delete, 0 to relabel')
-    pg.click('.jp-OutputArea button:text("Apply")')
+    pg.click(f'{OUT} button:text("Apply")')
     pg.wait_for_selector('text=/Applied/')
     gone = set(before) - set(sums(ds))
     assert gone == {f}  # exactly the file on that tile, nothing else
-    pg.click('.jp-OutputArea button:text("Undo last apply")')
+    pg.click(f'{OUT} button:text("Undo last apply")')
     pg.wait_for_selector('text=/Undone/')
     assert sums(ds) == before
 
 
+def sure_ones(ds:Path, front:str) -> dict:
+    "The sure ones on the page on screen, as the widget ranked them, ranked by the kernel's Python: file -> suggested class"
+    code = '''import json, sys
+from imgclf.rank import rank_suspects
+from imgclf.cleaner import SURE
+r = rank_suspects(sys.argv[1], progress=False).head(4)
+sure = r[r.reason.str.startswith('likely mislabelled') & (r.p_suggested >= SURE)]
+print(json.dumps(dict(zip(sure.file, sure.suggested))))'''
+    py = server_bin(front)/'python'
+    r = subprocess.run([str(py), '-c', code, str(ds)], capture_output=True, text=True, env=os.environ, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def test_accept_sure_ones_chooses_what_the_tiles_suggest(page, jupyter):
     "The button, clicked in the page: each picture it chooses is moved to the class its tile says it looks like, and the tally counts them"
-    pg, (_, ds, _) = page, jupyter
+    pg, (_, ds, front) = page, jupyter
     show(pg, 'All pictures, most suspect first')
-    pg.click('.jp-OutputArea button:text("Accept sure ones")')
+    pg.click(f'{OUT} button:text("Accept sure ones")')
     pg.wait_for_selector('text=/on this page chosen|No likely mislabelled picture/')
     pg.wait_for_timeout(500)
     moved = {}
@@ -180,11 +213,8 @@ def test_accept_sure_ones_chooses_what_the_tiles_suggest(page, jupyter):
             text = sel.evaluate('s => s.closest(".widget-vbox").innerText').replace('\n', ' ')
             assert f'looks like {chosen(sel)[8:]} ' in text and 'likely mislabelled' in text, text
             moved[f] = sel
-    from imgclf.rank import rank_suspects
-    from imgclf.cleaner import SURE
-    r = rank_suspects(ds, progress=False).head(4)  # the page on screen, as the widget ranked it
-    sure = r[r.reason.str.startswith('likely mislabelled') & (r.p_suggested >= SURE)]
-    assert {f: chosen(sel)[8:] for f, sel in moved.items()} == dict(zip(sure.file, sure.suggested)), r
+    sure = sure_ones(ds, front)
+    assert {f: chosen(sel)[8:] for f, sel in moved.items()} == sure, sure
     pg.wait_for_selector(f'text=0 to delete, {len(moved)} to relabel' if moved else 'text=nothing chosen yet')
     for sel in moved.values(): sel.select_option(label='keep')  # leave nothing chosen
     if moved: pg.wait_for_selector('text=nothing chosen yet')
