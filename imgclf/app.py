@@ -13,8 +13,8 @@ from .images import open_image, DownloadError
 from fastcore.basics import patch_to
 
 # %% auto #0
-__all__ = ['WEBSOCKET_LIMIT', 'MAX_UPLOAD', 'uploaded_files', 'visitor_message', 'max_upload', 'ClassifierApp', 'repo_root',
-           'model_path', 'load_app']
+__all__ = ['WEBSOCKET_LIMIT', 'MAX_UPLOAD', 'uploaded_files', 'clear_upload', 'visitor_message', 'max_upload', 'ClassifierApp',
+           'repo_root', 'model_path', 'load_app']
 
 # %% ../nbs/06a_app.ipynb #11df11be
 def uploaded_files(value) -> list[tuple[str, bytes]]:
@@ -22,6 +22,12 @@ def uploaded_files(value) -> list[tuple[str, bytes]]:
     if isinstance(value, dict):  # ipywidgets 7: {name: {'metadata': {...}, 'content': bytes}}
         return [(name, bytes(f['content'])) for name, f in value.items()]
     return [(f.get('name', 'upload'), bytes(f['content'])) for f in value or ()]
+
+def clear_upload(upload:widgets.FileUpload):
+    "Empty `upload`, so its bytes are freed and the same file chosen again is a change too (ipywidgets 8 or 7)"
+    if isinstance(upload.value, dict):  # ipywidgets 7: `value` is read-only, made from the `data` and `metadata` the browser sends
+        upload.set_trait('value', {}); upload.data, upload.metadata = [], []
+    else: upload.value = ()
 
 # %% ../nbs/06a_app.ipynb #5c0ffee1
 def visitor_message(reason:str, # a `DownloadError.reason` from `open_image`
@@ -84,10 +90,20 @@ _JS = """
   const fix = () => {
     if (document.title !== title) document.title = title;
     document.querySelectorAll('.imgclf-upload:not([aria-label])').forEach(b => b.setAttribute('aria-label', 'Choose a photo'));
+    document.querySelectorAll('.imgclf-upload').forEach(b => { if (!b.title || b.title === 'null') b.title = 'Choose a photo to classify'; });
   };
   fix(); new MutationObserver(fix).observe(document.body, {childList: true, subtree: true});
   if (window.imgclfGuard) return;
   window.imgclfGuard = true;
+  // Voila stops the kernel of a page that is closed or reloaded with a POST carrying the page's `_xsrf` cookie, which
+  // its own page never sets: the server refuses the request and the kernel lives on until culled. The check compares
+  // that cookie with the value posted (double submit), so a random one of the page's own makes the request pass.
+  const config = document.getElementById('jupyter-config-data');
+  const page = config ? JSON.parse(config.textContent) : {};
+  if (page.appUrl === 'voila/' && !document.cookie.split('; ').some(c => c.startsWith('_xsrf='))) {
+    const token = Array.from(crypto.getRandomValues(new Uint8Array(16)), b => b.toString(16).padStart(2, '0')).join('');
+    document.cookie = '_xsrf=' + token + '; path=' + (page.baseUrl || '/') + '; SameSite=Strict';
+  }
   const say = (text, error) => document.querySelectorAll('.imgclf-message .widget-html-content').forEach(m => {
     const s = document.createElement('span'); s.textContent = text; if (error) s.className = 'imgclf-error';
     m.replaceChildren(s); });
@@ -121,8 +137,9 @@ class ClassifierApp:
         self.classes = [str(c) for c in model.classes]
         self.title = title or f'{model.name}: what is in your photo?'
         self.prediction = None
+        tip = 'tooltip' if 'tooltip' in widgets.FileUpload.class_trait_names() else 'description_tooltip'  # ipywidgets 8 or 7
         self.upload = widgets.FileUpload(accept='image/*', multiple=False, description='Choose a photo', icon='camera',
-                                         tooltip='Choose a photo to classify', button_style='primary')
+                                         button_style='primary', **{tip: 'Choose a photo to classify'})
         self.message, self.preview, self.results = widgets.HTML(), widgets.HTML(), widgets.HTML()
         for w, c in [(self.upload, 'upload'), (self.message, 'message'), (self.preview, 'preview'), (self.results, 'results')]:
             w.add_class(f'imgclf-{c}')
@@ -199,7 +216,7 @@ def _on_upload(self, change):
     try:
         files = uploaded_files(change['new'])
         if not files: return
-        self.upload.value = ()  # forget the bytes (a phone photo is 20 MB), so the same photo chosen again is a change too
+        clear_upload(self.upload)  # forget the bytes (a phone photo is 20 MB), so the same photo chosen again is a change too
         self.classify(files[-1][1], files[-1][0])
     except Exception:
         _log.exception('Reading the upload failed')

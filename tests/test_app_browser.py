@@ -92,7 +92,7 @@ def server(model, imgclf_home, tmp_path_factory):
             if proc.poll() is not None: pytest.fail(f'imgclf app exited with {proc.returncode}:\n{text()[-3000:]}')
             if time.time() > deadline: pytest.fail(f'imgclf app did not start within 300 s:\n{text()[-3000:]}')
             time.sleep(0.3)
-        yield m.group(1), proc, asked, lambda: text()[-3000:]
+        yield m.group(1), proc, asked, lambda n=3000: text()[-n:]
     finally:
         stop(proc); busy.close()
 
@@ -272,3 +272,37 @@ def test_kernel_handed_over_after_a_quiet_while_waits_for_the_page(server, brows
     assert not [l for l in logtail().splitlines() if 'Culling' in l and kid in l], logtail()
     classify(page, photos['rose.jpg'])
     page.close()
+
+
+def test_reloads_and_closing_stop_the_old_kernels_at_once(server, browser, model):
+    """Reloading the page five times, then closing it: each old page's kernel is stopped by the request the page sends
+    as it goes, not culled later; what runs is one kernel per open page and the one preheated for the next visitor"""
+    url, proc, asked, logtail = server
+    page = browser.new_context(viewport=dict(width=1200, height=900)).new_page()  # a tab of a browser that stays open
+    page.goto(url, timeout=300_000); page.locator('.imgclf-upload').wait_for(timeout=300_000)
+    kid = lambda: page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId")
+    kids, waits = [kid()], []
+
+    def until(ok, what):
+        deadline = time.time() + 120
+        while not ok():
+            assert time.time() < deadline, f'{what}: kernels {kernels(proc)}\n{logtail()}'
+            time.sleep(0.1)
+    for _ in range(5):
+        t = time.time()
+        page.reload(wait_until='commit')
+        until(lambda: kids[-1] not in kernels(proc), f'kernel {kids[-1]} still runs 120 s after its page was reloaded')
+        waits.append(time.time() - t)
+        page.locator('.imgclf-upload').wait_for(timeout=300_000)
+        kids.append(kid())
+        until(lambda: kids[-1] in kernels(proc) and len(kernels(proc)) == 2, 'not the open page\'s kernel and the pool\'s')
+    t = time.time()
+    page.close(run_before_unload=True)
+    until(lambda: kids[-1] not in kernels(proc) and len(kernels(proc)) == 1, 'not only the pool\'s kernel after the page closed')
+    waits.append(time.time() - t)
+    print('\nimgclf app: seconds from each of 5 reloads and a close until the page\'s old kernel was gone: '
+          + ', '.join(f'{w:.1f}' for w in waits))
+    assert len(set(kids)) == 6
+    log = logtail(10**9)
+    assert not [l for l in log.splitlines() if 'Culling' in l and any(k in l for k in kids)], log[-3000:]
+    assert '_xsrf' not in log, log[-3000:]  # no shutdown request refused
