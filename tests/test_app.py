@@ -69,6 +69,9 @@ def test_binder_settings_match_the_app():
     assert conf['ServerApp']['tornado_settings']['websocket_max_message_size'] == WEBSOCKET_LIMIT
     assert conf['MappingKernelManager']['cull_connected'] is False and conf['MappingKernelManager']['cull_idle_timeout'] <= 300
     assert f'export IMGCLF_MAX_UPLOAD={MAX_UPLOAD}\n' in (ROOT/'binder'/'start').read_text()
+    post = (ROOT/'binder'/'postBuild').read_text()
+    assert 'pip install --no-cache-dir -e ".[app]"' in post, post  # the app's extra: Voila, ipywidgets 8, Jupyter Server
+    assert "'jupyter_server_config.json'" in post, post  # where Jupyter Server applies settings (its .d folder: extensions only)
     req = (ROOT/'binder'/'requirements.txt').read_text()
     torch = re.search(r'^torch==2\.(\d+)\.\d+\+cpu$', req, re.M)
     vision = re.search(r'^torchvision==0\.(\d+)\.\d+\+cpu$', req, re.M)
