@@ -192,7 +192,7 @@ def test_reloaded_and_closed_pages_stop_their_kernels(server, browser, model):
     leave(page)
     wait_kernels(server, set())
     waits.append(time.time() - t)
-    print('\nBinder stand-in: seconds from each of 5 reloads and a close until the page's old kernel was gone: '
+    print("\nBinder stand-in: seconds from each of 5 reloads and a close until the page's old kernel was gone: "
           + ', '.join(f'{w:.1f}' for w in waits))
     assert len(set(kids)) == 6
     assert not [l for l in log().splitlines() if 'Culling' in l and any(k in l for k in kids)], logtail()
