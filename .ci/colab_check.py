@@ -3,12 +3,12 @@
 Colab's packages. Run with the stand-in venv's Python, from the repository root:
   python .ci/colab_check.py resolve   # pip's dry run against Colab's versions (nothing installed)
   python .ci/colab_check.py install   # Colab's versions of what imgclf touches, then imgclf itself
-Colab's list of packages: tests/colab/pip-freeze.txt (see tests/colab/README.md)."""
-import json, re, shlex, subprocess, sys, tempfile
+Colab's list of packages: tests/colab/pip-freeze.txt (see tests/colab/README.md), or the file $COLAB_FREEZE names."""
+import json, os, re, shlex, subprocess, sys, tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FREEZE = ROOT/'tests/colab/pip-freeze.txt'
+FREEZE = Path(os.environ.get('COLAB_FREEZE') or ROOT/'tests/colab/pip-freeze.txt')  # another list: check another Colab
 CELL_NB = ROOT/'nbs/00_core.ipynb'
 # Colab's torch pair is the CPU build from PyTorch's own index (`torch @ https://download.pytorch.org/...+cpu`);
 # PyPI's build of the same versions is what pip can resolve against here.
@@ -75,10 +75,11 @@ def resolve() -> list:
     "Dry-run the Colab cell's install with Colab's versions held; return the Colab packages it touches"
     colab, args = colab_versions(), cell_args()
     cons = constraints(colab, TORCH)
+    loud = [a for a in args if a not in ('-q', '--quiet', '-qq')]  # the cell's quiet flag would hide which package conflicts
     with tempfile.TemporaryDirectory() as d:
-        r = pip('install', '--dry-run', '--ignore-installed', '-c', str(cons), '--report', f'{d}/r.json', *args, check=False)
+        r = pip('install', '--dry-run', '--ignore-installed', '-c', str(cons), '--report', f'{d}/r.json', *loud, check=False)
         if r.returncode:
-            conflict = '\n'.join(l for l in (r.stdout + r.stderr).splitlines() if re.search(r'conflict|requires|depends|ERROR|because|cannot', l, re.I))
+            conflict = '\n'.join(l for l in (r.stdout + r.stderr).splitlines() if re.search(r'conflict|requires|depends|requested|constraint|ERROR|because|cannot', l, re.I))
             sys.exit(f'Colab check FAILED: installing imgclf as the Colab cell does ({shlex.join(args)}) would change one '
                      f"of Colab's packages or cannot be installed beside them. pip says:\n{conflict or r.stderr[-4000:]}")
         report = json.loads(Path(f'{d}/r.json').read_text())
