@@ -10,11 +10,14 @@ from pathlib import Path
 from .core import ImgclfError, class_name_problem
 
 # %% auto #0
-__all__ = ['TRASH', 'LOG_NAME', 'apply_changes', 'Change', 'DatasetChanges', 'dataset_changes', 'undo_changes']
+__all__ = ['TRASH', 'LOG_NAME', 'SURE', 'apply_changes', 'Change', 'DatasetChanges', 'dataset_changes', 'undo_changes']
 
 # %% ../nbs/lib/16_changes.ipynb #41bf6faa
 TRASH = '.trash'
 LOG_NAME = 'changes.jsonl'
+# the cleaner's "Accept sure ones" and `imgclf clean --accept-sure` relabel a picture only when the models give the
+# suggested class at least this; the doubtful ones are left to a person (05_clean says why)
+SURE = 0.7
 
 def _move(src:Path, dst:Path):
     "Rename `src` to `dst` (same file system), refusing to overwrite"

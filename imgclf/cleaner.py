@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 from .core import ImgclfError, atomic_write_bytes, check_class_name, class_name_problem, image_files
 from .images import open_image, DownloadError
-from .changes import apply_changes, undo_changes, dataset_changes, TRASH, LOG_NAME
+from .changes import apply_changes, undo_changes, dataset_changes, TRASH, LOG_NAME, SURE
 
 # %% auto #0
-__all__ = ['CHOICES_FILE', 'SURE', 'file_sha', 'Choices', 'Thumbnails', 'sure_suggestions', 'Cleaner']
+__all__ = ['CHOICES_FILE', 'file_sha', 'Choices', 'Thumbnails', 'sure_suggestions', 'Cleaner']
 
 # %% ../nbs/lib/21_cleaner.ipynb #3c441545
 CHOICES_FILE = '.imgclf-choices.csv'
@@ -138,8 +138,6 @@ def _esc(s) -> str:
     return html.escape(str(s), quote=True)
 
 def _error(e) -> str: return '<span style="color:#a00">' + _esc(e).replace('\n', '<br>') + '</span>'
-
-SURE = 0.7  # "Accept sure ones" relabels only when the models give the suggested class at least this (05_clean says why)
 
 def sure_suggestions(ranked:pd.DataFrame, # from `rank_suspects` (or rows of it)
                      threshold:float=SURE, # the least probability of the suggested class

@@ -142,9 +142,12 @@ def cmd_predict(args):
 def cmd_serve(args):
     "Serve a model as a web service (JSON API and upload page)"
     for m in ['starlette', 'uvicorn', 'multipart']: need(m, 'serve', 'imgclf serve')
-    from imgclf.export import demo_model
     from imgclf.serve import serve
-    serve(Path(args.model).expanduser() if args.model else demo_model(), args.host, args.port, args.max_mb)
+    if args.model: model = Path(args.model).expanduser()
+    else:
+        from imgclf.export import demo_model  # trains it the first time, with fastai: a served model file needs neither
+        model = demo_model()
+    serve(model, args.host, args.port, args.max_mb)
 
 # %% ../nbs/08_cli.ipynb #be8e8470
 def app_notebook() -> Path:
@@ -281,7 +284,7 @@ def cmd_undo(args):
 # %% ../nbs/08_cli.ipynb #9922919d
 def parser() -> argparse.ArgumentParser:
     "The `imgclf` argument parser"
-    from imgclf.cleaner import SURE
+    from imgclf.changes import SURE  # not imgclf.cleaner, which needs pandas: `imgclf serve` runs without it
     p = argparse.ArgumentParser(prog='imgclf', description='Build your own image classifier from web images.')
     p.add_argument('--version', action='version', version=f'imgclf {imgclf.__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
