@@ -120,3 +120,28 @@ def test_app_command_serves_the_app_with_voila(demo_run, imgclf_home):
         p.terminate()
         try: p.wait(20)
         except subprocess.TimeoutExpired: p.kill()
+
+
+WITHOUT = '''import importlib.abc, sys
+class Without(importlib.abc.MetaPathFinder):
+    "As if {names} were not installed"
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {names!r}: raise ModuleNotFoundError(f'No module named {{name!r}}', name=name.split('.')[0])
+sys.meta_path.insert(0, Without())
+from imgclf.cli import run
+run(sys.argv[1:])
+'''
+
+@pytest.mark.parametrize('missing,args,extra', [
+    (['starlette'], ['serve', '--model', 'm.safetensors'], 'serve'),
+    (['voila'], ['app', '--model', 'm.safetensors', '--no-browser'], 'app'),
+    (['accelerate'], ['train', '.', '--processes', '2'], 'distributed'),
+])
+def test_a_missing_extra_is_named_in_one_line(missing, args, extra, tmp_path, imgclf_home):
+    "A command whose extra is not installed says which one to install, in one line, before doing anything"
+    script = tmp_path/'without.py'; script.write_text(WITHOUT.format(names=set(missing)))
+    r = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, 'IMGCLF_HOME': str(imgclf_home)})
+    assert r.returncode == 2, r.stderr
+    line = f'needs {missing[0]}, which is not installed. Install it with: pip install "imgclf[{extra}]"'
+    assert r.stderr.count('\n') == 1 and line in r.stderr, r.stderr
