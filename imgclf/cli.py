@@ -289,7 +289,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'imgclf {imgclf.__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     def train_opts(s, epochs, size):
-        s.add_argument('--arch', default='efficientnet_lite0', help='backbone: efficientnet_lite0 (offline), resnet18, resnet34')
+        s.add_argument('--arch', default='efficientnet_lite0', help='backbone: efficientnet_lite0 (offline), resnet18, resnet34, or any timm model name '
+                       '(e.g. convnext_tiny, hf-hub:ORG/NAME; weights downloaded once, then cached)')
         s.add_argument('--epochs', type=int, default=epochs, help='epochs after unfreezing (default ' +
                        (f'{epochs})' if epochs else 'from the dataset: enough for 80 optimiser steps, 3 to 10)'))
         s.add_argument('--size', type=int, default=size, help='image size in pixels (default %(default)s)')

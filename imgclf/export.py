@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from .core import ImgclfError, atomic_path, imgclf_home, image_files  # before fastai
-from .model import Prediction, Classifier, load_model, save_model, build_network, is_pickle, FORMAT, FORMAT_VERSION
+from .model import (Prediction, Classifier, load_model, save_model, build_network, describe_timm, is_pickle, FORMAT,
+                    FORMAT_VERSION)
 from fastai.vision.all import (Learner, load_learner, PILImage, TensorImage, Resize, RandomResizedCrop, ToTensor,
                                IntToFloatTensor, Normalize, AffineCoordTfm, AdaptiveConcatPool2d, Flatten)
 from .train import demo_learner
@@ -85,16 +86,27 @@ def _versions() -> dict:
     import timm, fastai, imgclf
     return dict(imgclf=imgclf.__version__, fastai=fastai.__version__, torch=torch.__version__.split('+')[0], timm=timm.__version__)
 
-def safe_parts(learn:Learner, # a trained learner whose body `imgclf.model` knows
+def _body(learn:Learner) -> dict:
+    "`arch` and the `timm` record of `learn`'s body (`imgclf.model.describe_timm`)"
+    import timm
+    if isinstance(learn.arch, str):  # any timm network: fastai's `TimmBody` holds it as timm made it
+        body = learn.model[0]
+        return describe_timm(body.model, learn.arch, pooled=not body.needs_pool)
+    arch = _TIMM_NAMES.get(getattr(learn.arch, '__name__', None))
+    if arch is None: raise ImgclfError(f'The safe model format knows timm networks and {", ".join(_TIMM_NAMES)}, not {learn.arch!r:.60}')
+    with torch.device('meta'): m = timm.create_model(arch, pretrained=False, num_classes=0, global_pool='')
+    return describe_timm(m, learn.arch.__name__)
+
+def safe_parts(learn:Learner, # a trained learner with a timm body, or one of `imgclf.train.BACKBONES`
                name:str='classifier', # the model's name, shown by apps and the web service
               ) -> tuple[dict, dict]:
     "The description and the tensors of `learn`'s model file"
-    arch = _TIMM_NAMES.get(getattr(learn.arch, '__name__', None))
-    if arch is None: raise ImgclfError(f'The safe model format knows the backbones {", ".join(_TIMM_NAMES)}, not {learn.arch!r:.60}')
+    body = _body(learn)
+    arch = body['arch']
     layers = _head_layers(learn.model[1])
     steps, mean, std = _valid_steps(learn)
     sizes = [s['crop'] if s['op'] == 'resize_centre_crop' else s['size'] for s in steps if s['op'] in ('resize', 'resize_centre_crop', 'resample')]
-    meta = dict(format=FORMAT, format_version=FORMAT_VERSION, name=name, arch=arch, classes=[str(c) for c in learn.dls.vocab],
+    meta = dict(format=FORMAT, format_version=FORMAT_VERSION, name=name, **body, classes=[str(c) for c in learn.dls.vocab],
                 size=int(max(sizes[-1])) if sizes else 224, mean=mean, std=std, transforms=steps,
                 head=[d for d, _ in layers], versions=_versions())
     own, sd = build_network(meta, 'meta').body.state_dict(), learn.model[0].state_dict()

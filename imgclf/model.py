@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/17_model.ipynb #c02b7ebe
 from __future__ import annotations
-import json, math, struct, threading
+import json, math, re, struct, threading
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -14,12 +14,13 @@ from .core import ImgclfError, check_class_name, atomic_write_bytes
 from .images import open_image, DownloadError
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'BACKBONES', 'Prediction', 'ConcatPool', 'head_layer', 'Network', 'build_network',
-           'crop_pad', 'check_step', 'Classifier', 'check_meta', 'save_model', 'is_pickle', 'read_header', 'load_model']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'BACKBONES', 'Prediction', 'ConcatPool', 'head_layer', 'Network', 'describe_timm',
+           'build_network', 'crop_pad', 'check_step', 'Classifier', 'check_meta', 'save_model', 'is_pickle',
+           'read_header', 'load_model']
 
 # %% ../nbs/lib/17_model.ipynb #32424f38
-FORMAT, FORMAT_VERSION = 'imgclf-classifier', 1
-BACKBONES = ('tf_efficientnet_lite0', 'resnet18', 'resnet34')  # the timm networks a model file may name
+FORMAT, FORMAT_VERSION = 'imgclf-classifier', 2  # version 1 files (one of `BACKBONES`, no `timm` record) still load
+BACKBONES = ('tf_efficientnet_lite0', 'resnet18', 'resnet34')  # the timm networks a version-1 file may name
 _MAX_HEADER = 16 * 2**20  # the header of a model is a few kB of names and shapes: more is not a model
 
 @dataclass
@@ -71,19 +72,86 @@ def head_layer(spec:dict) -> nn.Module:
     raise ValueError(f'unknown head layer {kind!r:.60}')
 
 class Network(nn.Module):
-    "A timm backbone's features, then a head of plain torch layers"
-    def __init__(self, body:nn.Module, head:nn.Sequential): super().__init__(); self.body, self.head = body, head
-    def forward(self, x): return self.head(self.body.forward_features(x))
+    "A timm backbone's features (pooled by the body itself when `pooled`), then a head of plain torch layers"
+    def __init__(self, body:nn.Module, head:nn.Sequential, pooled:bool=False):
+        super().__init__(); self.body, self.head, self.pooled = body, head, pooled
+    def forward(self, x): return self.head(self.body(x) if self.pooled else self.body.forward_features(x))
+
+_CFG = dict(input_size='size', fixed_input_size='bool', mean='three', std='three', crop_pct='num',
+            interpolation='text', crop_mode='text', hf_hub_id='text', tag='text', license='text')  # of timm's `pretrained_cfg`
+_BUILD_CFG = ('input_size', 'fixed_input_size')  # the parts of it that shape the network
+_NOT_ARGS = {'pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'cache_dir', 'scriptable',
+             'exportable', 'no_jit', 'num_classes', 'global_pool', 'features_only', 'out_indices', 'feature_cfg',
+             'device', 'dtype', 'pretrained_strict', 'kwargs_filter'}  # set by imgclf, or not about the network's shape
+
+def _plain(v):
+    "`v` as JSON: tuples become lists"
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+def describe_timm(model:nn.Module, # a network made by `timm.create_model`
+                  name:str, # the name it was made from: a timm name, `NAME.TAG` or `hf-hub:ORG/NAME`
+                  pooled:bool=False, # the head takes `model(x)`, pooled by timm (fastai does this when timm gives no `pool_size`)
+                 ) -> dict:
+    "`arch` and the `timm` record of a model file: what rebuilds `model`'s body without downloading anything"
+    cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
+    args = {k: _plain(v) for k, v in getattr(model, '_model_args', {}).items()
+            if k not in _NOT_ARGS and not (k == 'in_chans' and v == 3)}
+    return dict(arch=cfg.get('architecture') or name, timm=dict(
+        name=name, model_args=args, features=int(model.num_features), pooled=bool(pooled),
+        pretrained_cfg={k: _plain(v) for k, v in cfg.items() if k in _CFG and v not in (None, '')}))
+
+def _value(k, v, depth=0):
+    "`v` if it is a plain value a model argument may be: a bool, a whole number up to 8192, a number, short text, a short list of them"
+    if v is None or type(v) is bool or type(v) is int and -8192 <= v <= 8192: return v
+    if type(v) is float and math.isfinite(v) and abs(v) <= 1e6: return v
+    if isinstance(v, str) and len(v) <= 100: return v
+    if isinstance(v, list) and len(v) <= 8 and depth == 0: return [_value(k, x, 1) for x in v]
+    raise ValueError(f'model argument {k} must be a plain number, text or a short list of them, got {v!r:.60}')
+
+def _timm_args(meta:dict) -> tuple[str, dict, bool]:
+    "The timm architecture, the keyword arguments for `timm.create_model` and `pooled` that `meta` asks for, checked"
+    import timm
+    if meta.get('format_version') == 1: return _one_of(meta, 'arch', BACKBONES), dict(global_pool=''), False
+    arch, rec = meta.get('arch'), meta.get('timm')
+    if not isinstance(arch, str) or not re.fullmatch(r'[a-z0-9_]{1,100}', arch) or not timm.is_model(arch):
+        raise ValueError(f'arch {arch!r:.60} is not a network this timm ({timm.__version__}) knows')
+    if not isinstance(rec, dict): raise ValueError('timm must be a JSON object describing the body')
+    if not isinstance(rec.get('name'), str) or len(rec['name']) > 200: raise ValueError('timm name must be text of at most 200 characters')
+    _int(rec, 'features'); pooled = _one_of(rec, 'pooled', (True, False))
+    args, cfg = rec.get('model_args'), rec.get('pretrained_cfg')
+    if not isinstance(args, dict) or len(args) > 32: raise ValueError('model_args must be a JSON object of at most 32 arguments')
+    for k, v in args.items():
+        if not re.fullmatch(r'[a-z_][a-z0-9_]{0,40}', k) or k in _NOT_ARGS: raise ValueError(f'model argument {k!r:.60} is not allowed')
+        _value(k, v)
+    if not isinstance(cfg, dict): raise ValueError('pretrained_cfg must be a JSON object')
+    for k, v in cfg.items():
+        kind = _CFG.get(k)
+        if kind is None: raise ValueError(f'pretrained_cfg {k!r:.60} is not one imgclf reads')
+        if kind == 'size':
+            if not isinstance(v, list) or len(v) != 3: raise ValueError(f'input_size must be [channels, height, width], got {v!r:.60}')
+            _int({k: v[0]}, k, 1, 4); _pair({k: v[1:]}, k)
+        elif kind == 'bool': _one_of(cfg, k, (True, False))
+        elif kind == 'three':
+            if not isinstance(v, list) or len(v) != 3: raise ValueError(f'{k} must be 3 numbers, got {v!r:.60}')
+            for x in v: _num({k: x}, k, -1e6, 1e6)
+        elif kind == 'num': _num(cfg, k, 0.01, 2)
+        elif not isinstance(v, str) or len(v) > 200: raise ValueError(f'{k} must be text of at most 200 characters')
+    overlay = {k: tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k] for k in _BUILD_CFG if k in cfg}
+    kw = dict(args, pretrained_cfg_overlay=overlay)
+    if not pooled: kw['global_pool'] = ''
+    return arch, kw, pooled
 
 def build_network(meta:dict, device='cpu') -> Network:
     "The network `meta` describes, with uninitialised weights (`device='meta'`: shapes only, no memory)"
     import timm
-    arch = _one_of(meta, 'arch', BACKBONES)
+    arch, kw, pooled = _timm_args(meta)
     specs = meta.get('head')
     if not isinstance(specs, list) or not 1 <= len(specs) <= 64: raise ValueError('head must be a list of 1 to 64 layers')
     with torch.device(device):
-        return Network(timm.create_model(arch, pretrained=False, num_classes=0, global_pool=''),
-                       nn.Sequential(*[head_layer(s) for s in specs]))
+        try: body = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
+        except (TypeError, ValueError, AssertionError, RuntimeError, KeyError) as e:
+            raise ValueError(f'timm cannot build {arch} with these arguments ({type(e).__name__}: {str(e)[:120]})') from None
+        return Network(body, nn.Sequential(*[head_layer(s) for s in specs]), pooled)
 
 # %% ../nbs/lib/17_model.ipynb #7878f104
 _PADS = {'zeros': 'constant', 'border': 'edge', 'reflection': 'reflect'}
@@ -202,8 +270,8 @@ def check_meta(meta) -> dict:
     "`meta` if it describes a classifier this module can rebuild, else `ValueError` saying what is wrong"
     if not isinstance(meta, dict): raise ValueError('its metadata is not a JSON object')
     if meta.get('format') != FORMAT: raise ValueError(f'its metadata says format {meta.get("format")!r:.60}, not {FORMAT!r}')
-    if meta.get('format_version') != FORMAT_VERSION:
-        raise ValueError(f'it is format version {meta.get("format_version")!r:.20}; this imgclf reads version {FORMAT_VERSION}')
+    if meta.get('format_version') not in range(1, FORMAT_VERSION + 1):
+        raise ValueError(f'it is format version {meta.get("format_version")!r:.20}; this imgclf reads versions 1 to {FORMAT_VERSION}')
     classes = meta.get('classes')
     if not isinstance(classes, list) or not 2 <= len(classes) <= 10_000: raise ValueError('classes must be a list of 2 to 10000 names')
     for c in classes: check_class_name(c)

