@@ -1,25 +1,34 @@
 """Tell training recipes apart: each recipe over several seeds (different validation splits) and datasets, compared
-with the tutorials' recipe in the same run.
+with the tutorials' recipe and a linear probe in the same run.
 
-The tutorials' recipe (`tutorial`): RandomResizedCrop(224, min_scale=0.5) per item, aug_transforms() per batch,
-batch size 64, `fine_tune(4)` at fastai's default learning rate, fastai's defaults otherwise, the same backbone.
-imgclf's recipes:
-  imgclf          `train_classifier` with its defaults (presize cache on)
+Three arms, all on the same validation split (`image_dls(..., seed=SEED)`) and the same EfficientNet-Lite0:
+  tutorial  the tutorials' recipe: RandomResizedCrop(224, min_scale=0.5) per item, aug_transforms() per batch,
+            batch size 64, `fine_tune(4)` at fastai's default learning rate, fastai's defaults otherwise
+  probe     nothing trained but a logistic regression: the frozen pretrained backbone's pooled features (what the
+            head's first layer would see: average and max pooling) of each photo at 224 px, averaged with those of
+            its mirror image, standardised, then scikit-learn's `LogisticRegression` with C chosen by 5-fold
+            cross-validation (log loss) on the training photos only; its time counts everything from loading
+            the photos to the predictions (features are kept only within the run)
+  imgclf    `train_classifier` with its defaults (presize cache on)
+and variants of imgclf's recipe:
   imgclf-nocache  the same, each picture decoded from its file every epoch (the recipe before the cache)
   imgclf-tenth    the same, learning rate a tenth of the finder's lowest-loss rate (fastai's `minimum`, the course's
                   rule of thumb) instead of imgclf's hundredth
   imgclf-valley   the same, learning rate from fastai's `valley` suggestion
   imgclf-224      the same at 224 px
+  imgclf:NAME=VALUE,...  `train_classifier` with these arguments (imgclf:epochs=6,size=192)
 Every run is a separate process (so its time and peak memory are its own), one after the other, with a fresh
 IMGCLF_HOME (the presize cache is filled within the run and counted in its time).
 
-    python bench/bench_train.py [FOLDER ...] [--flowers] [--seeds 1 2 3 4 5] [--recipes tutorial imgclf] [--json FILE]
+    python bench/bench_train.py [FOLDER ...] [--flowers] [--seeds 1 2 3 4 5] [--recipes tutorial probe imgclf] [--json FILE]
     python bench/bench_train.py --summary FILE     # the summary of the runs kept in FILE (seeds run separately)
 
 Datasets: the built-in flower photos (406 photos) always; `--flowers` adds /work/shared/data/flowers (or the folder
 in $IMGCLF_FLOWERS) when present; each FOLDER (one sub-folder of photos per class) is added too.
 Prints, per dataset and recipe: mean and standard deviation of the validation error and of the wall time, seconds
-per whole-network epoch, and the ratios against the tutorials' recipe. `--json FILE` keeps every run.
+per whole-network epoch (the training epochs only), peak memory and the time ratio against the tutorials' recipe;
+then the paired differences in error, seed by seed (the same split): each recipe minus the tutorials' recipe and
+minus the probe. `--json FILE` keeps every run.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile
 from pathlib import Path
@@ -33,14 +42,51 @@ from imgclf.data import image_dls
 import imgclf.train as T
 
 class Clock(Callback):
-    "Seconds since the start of the run and the error rate after every training epoch"
+    "Seconds since the start of the run and the validation error after every training epoch (`validate` is not one)"
     order = 100
-    def __init__(self, t0): self.t0, self.log, self.seen = t0, [], 0
-    def before_fit(self): self.seen = len(self.recorder.values)
+    def __init__(self, t0): self.t0, self.log = t0, []
+    def before_epoch(self): self.trained = False
+    def before_train(self): self.trained = True  # a validation-only pass (`validate`, `get_preds`) never gets here
     def after_epoch(self):
-        if len(self.recorder.values) == self.seen: return  # no new row: not a training epoch (e.g. `validate`)
-        self.seen = len(self.recorder.values)
-        self.log.append((time.perf_counter() - self.t0, float(self.recorder.values[-1][2])))
+        if not self.trained: return
+        col = self.recorder.metric_names.index('error_rate') - 1  # values have no 'epoch' column
+        self.log.append((time.perf_counter() - self.t0, float(self.recorder.values[-1][col])))
+
+def valid_error(learn):
+    "The error rate on the validation set, from the metric of that name"
+    with learn.no_bar(): res = learn.validate()
+    return float(res[1 + [m.name for m in learn.metrics].index('error_rate')])
+
+def probe(args):
+    "The frozen backbone's pooled features (photo and mirror averaged), a logistic regression with C from 5-fold CV"
+    import numpy as np, warnings
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+    set_seed(args['seed'], reproducible=True)
+    dls = image_dls(args['data'], seed=args['seed'], size=224, bs=64)  # Resize(224): the centre square, no augmentation
+    learn = T.make_learner(dls, args['arch'], out=args['out'])  # the same backbone and input normalisation
+    body, pool = learn.model[0].eval().to(memory_format=torch.channels_last), learn.model[1][:2]  # concat pool, flatten
+    def features(dl):
+        X, y = [], []
+        with torch.inference_mode():
+            for xb, yb in dl:
+                xb = xb.as_subclass(torch.Tensor).contiguous(memory_format=torch.channels_last)
+                X.append(((pool(body(xb)) + pool(body(xb.flip(3)))) / 2).numpy()); y.append(yb.numpy())
+        return np.concatenate(X), np.concatenate(y)
+    Xt, yt = features(dls.test_dl(dls.train_ds.items, with_labels=True))  # validation transforms: no random crop
+    Xv, yv = features(dls.valid)
+    folds = int(min(5, np.bincount(yt).min()))
+    search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)),
+                          {'logisticregression__C': np.logspace(-4, 1, 11)}, scoring='neg_log_loss',
+                          cv=StratifiedKFold(folds, shuffle=True, random_state=args['seed']))
+    with threadpool_limits(1), warnings.catch_warnings():  # one BLAS thread: fits this small crawl on two of a busy machine
+        warnings.filterwarnings('ignore', category=UserWarning)  # a fold that lacks a rare class
+        search.fit(Xt, yt)
+    err = float((search.predict(Xv) != yv).mean())
+    return learn, err, dict(C=float(search.best_params_['logisticregression__C']), features=Xt.shape[1])
 
 def lr_rule(pick):
     "A `suggest_lr` that takes another suggestion of the finder"
@@ -54,13 +100,15 @@ torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count()))
 r = args['recipe']
 t0 = time.perf_counter()
 clock = Clock(t0)
+extra = {}
 if r == 'tutorial':
     set_seed(args['seed'], reproducible=True)
     dls = image_dls(args['data'], seed=args['seed'], bs=64, item_tfms=RandomResizedCrop(224, min_scale=0.5),
                     batch_tfms=aug_transforms())
     learn = T.make_learner(dls, args['arch'], out=args['out'], train_bn=True, cbs=[])  # fastai's own defaults
-    learn.add_cb(clock)
-    with learn.no_bar(), learn.no_logging(): learn.fine_tune(4)
+    with learn.no_bar(), learn.no_logging(): learn.fine_tune(4, cbs=[clock])  # the clock sees the training only
+elif r == 'probe':
+    learn, err, extra = probe(args)
 else:
     kw = {}
     spec = {'imgclf-nocache': 'imgclf:cache=False', 'imgclf-224': 'imgclf:size=224'}.get(r, r)  # named shorthands
@@ -75,12 +123,12 @@ else:
     learn = T.train_classifier(args['data'], arch=args['arch'], seed=args['seed'], out=args['out'], quiet=True,
                                cbs=[clock], **kw)
 secs = time.perf_counter() - t0
-with learn.no_bar(): err = float(learn.validate()[1])
+if r != 'probe': err = valid_error(learn)  # after the clock stops: the model as trained, on the whole validation set
 print(json.dumps(dict(recipe=r, seconds=secs, error=err, epochs=clock.log, valid=len(learn.dls.valid_ds),
-                      peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)))
+                      peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, **extra)))
 '''
 
-RECIPES = ['tutorial', 'imgclf', 'imgclf-nocache', 'imgclf-tenth', 'imgclf-valley', 'imgclf-224']
+RECIPES = ['tutorial', 'probe', 'imgclf', 'imgclf-nocache', 'imgclf-tenth', 'imgclf-valley', 'imgclf-224']
 
 
 def run(recipe, data, seed, arch):
@@ -94,28 +142,37 @@ def run(recipe, data, seed, arch):
 
 def epoch_seconds(r):
     "Mean seconds of the whole-network epochs (every epoch after the first, which trains the head alone)"
-    t = [s for s, _ in r['epochs']]
+    t = [s for s, _ in r['epochs'] if s <= r['seconds']]  # runs kept before the fix logged the final `validate` too
     d = [b - a for a, b in zip(t, t[1:])]
     return statistics.mean(d) if d else float('nan')
 
 
+BASES = ('tutorial', 'probe')  # the arms every other recipe is compared with, seed by seed
+
+
 def summary(name, runs, recipes):
-    "Print mean and spread per recipe, and ratios against the tutorials' recipe"
+    "Print mean and spread per recipe, the time ratio against the tutorials' recipe, and paired differences in error"
     def ms(xs): return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
-    print(f'\n{name}: {len(next(iter(runs.values())))} seed(s), {runs[recipes[0]][0]["valid"]} validation photos '
-          f'(one photo = {100/runs[recipes[0]][0]["valid"]:.2f} points)')
-    print(f'{"recipe":>15}  {"error mean ± sd":>16}  {"time s mean ± sd":>17}  {"s/epoch":>8}  {"peak MB":>8}  '
-          f'{"time/tutorial":>13}  {"error - tutorial":>16}')
+    seeds = [x['seed'] for x in runs[recipes[0]]]
+    valid = runs[recipes[0]][0]['valid']
+    print(f'\n{name}: {len(seeds)} seed(s), {valid} validation photos (one photo = {100/valid:.2f} points)')
+    print(f'{"recipe":>15}  {"error mean ± sd":>16}  {"time s mean ± sd":>17}  {"s/epoch":>8}  {"peak MB":>8}  {"time/tutorial":>13}')
     base = runs.get('tutorial')
     for r in recipes:
         e, es = ms([x['error'] for x in runs[r]]); s, ss = ms([x['seconds'] for x in runs[r]])
         ep = statistics.mean(epoch_seconds(x) for x in runs[r]); mb = max(x['peak_mb'] for x in runs[r])
-        line = f'{r:>15}  {e:9.2%} ± {es:5.2%}  {s:8.1f} ± {ss:6.1f}  {ep:8.1f}  {mb:8.0f}'
-        if base and r != 'tutorial':
-            be = statistics.mean(x['error'] for x in base); bs = statistics.mean(x['seconds'] for x in base)
-            diffs = [a['error'] - b['error'] for a, b in zip(runs[r], base)]  # paired: the same split
-            line += f'  {s/bs:13.2f}  {100*(e-be):+8.2f} pts (paired sd {100*ms(diffs)[1]:.2f})'
+        line = f'{r:>15}  {e:9.2%} ± {es:5.2%}  {s:8.1f} ± {ss:6.1f}  {"-" if ep != ep else f"{ep:8.1f}":>8}  {mb:8.0f}'
+        if base: line += f'  {s/statistics.mean(x["seconds"] for x in base):13.2f}'
         print(line, flush=True)
+    pairs = [(r, b) for r in recipes for b in BASES if b in runs and r != b and (r, b) != ('tutorial', 'probe')]
+    if not pairs: return
+    err = {r: {x['seed']: x['error'] for x in runs[r]} for r in recipes}
+    print(f'paired differences in error, points (the same split in each column):')
+    print(f'{"":>26}' + ''.join(f'{f"seed {k}":>9}' for k in seeds) + f'  {"mean ± sd":>14}')
+    for r, b in pairs:
+        d = [100 * (err[r][k] - err[b][k]) for k in seeds]
+        m, sd = ms(d)
+        print(f'{f"{r} - {b}":>26}' + ''.join(f'{x:+9.2f}' for x in d) + f'  {m:+6.2f} ± {sd:5.2f}', flush=True)
 
 
 def main():
@@ -124,7 +181,7 @@ def main():
     p.add_argument('--flowers', action='store_true', help='add the 2,000 TensorFlow flower photos ($IMGCLF_FLOWERS or /work/shared/data/flowers)')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3, 4, 5])
     p.add_argument('--recipes', nargs='+', default=None,
-                   help=f'any of {RECIPES}, or imgclf:NAME=VALUE,... for `train_classifier` arguments (imgclf:epochs=6,size=192); default tutorial imgclf '
+                   help=f'any of {RECIPES}, or imgclf:NAME=VALUE,... for `train_classifier` arguments (imgclf:epochs=6,size=192); default tutorial probe imgclf '
                         '(with --summary: every recipe in the file)')
     p.add_argument('--arch', default='efficientnet_lite0')
     p.add_argument('--no-builtin', action='store_true', help='leave out the built-in photos')
@@ -140,7 +197,7 @@ def main():
             runs = {r: sorted((x for x in mine if x['recipe'] == r and x['seed'] in seeds), key=lambda x: x['seed']) for r in recipes}
             summary(f'{name}, seeds {seeds}', runs, recipes)
         return
-    a.recipes = a.recipes or ['tutorial', 'imgclf']
+    a.recipes = a.recipes or ['tutorial', 'probe', 'imgclf']
     sets = []
     if not a.no_builtin:
         from imgclf.photos import flower_photos
@@ -158,7 +215,9 @@ def main():
             for r in a.recipes:
                 res = dict(run(r, data, seed, a.arch), seed=seed, dataset=name)
                 runs[r].append(res)
-                print(f'  {name} seed {seed} {r:>15}: error {res["error"]:.2%}  {res["seconds"]:.1f} s', flush=True)
+                print(f'  {name} seed {seed} {r:>15}: error {res["error"]:.2%}  {res["seconds"]:.1f} s'
+                      + (f'  (C {res["C"]:.3g}, {res["features"]} features)' if 'C' in res else '')
+                      + (f'  ({len(res["epochs"])} epochs logged, the last at {res["epochs"][-1][1]:.2%})' if res['epochs'] else ''), flush=True)
                 if a.json:
                     with open(a.json, 'a') as f: f.write(json.dumps(res) + '\n')
         summary(name, runs, a.recipes)
