@@ -17,8 +17,8 @@ def resize_variants(img:PILImage, # the picture to resize
                    ) -> dict:
     "The picture resized to a square by each of fastai's three methods: `{'squish': ..., 'pad': ..., 'crop': ...}`"
     return {'squish': Resize(size, ResizeMethod.Squish)(img),
-            'pad': Resize(size, ResizeMethod.Pad, pad_mode=PadMode.Zeros)(img),
-            'crop': Resize(size, ResizeMethod.Crop)(img, split_idx=1)}  # split_idx=1: the centre crop used for validation
+            'pad': Resize(size, ResizeMethod.Pad, pad_mode=PadMode.Zeros)(img, split_idx=1),
+            'crop': Resize(size, ResizeMethod.Crop)(img, split_idx=1)}  # split_idx=1: centred, as for validation (training places it at random)
 
 def show_resize_variants(img:PILImage, size:int=128, figsize=(9, 3)):
     "Plot the three resize methods side by side"
