@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/10_localweb.ipynb #07eaa22a
 from __future__ import annotations
-import io, mimetypes, threading, time
+import io, mimetypes, sys, threading, time
 from collections import Counter
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from pathlib import Path
@@ -14,6 +14,12 @@ from PIL import Image
 __all__ = ['LocalWeb', 'sample_files']
 
 # %% ../nbs/lib/10_localweb.ipynb #de10338a
+class _Server(ThreadingHTTPServer):
+    "A threaded server for many downloads at once, quiet about clients that hang up (a download cut short on purpose)"
+    request_queue_size, daemon_threads = 128, True  # the default queue, 5, is too few for many downloads at once
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)): super().handle_error(request, client_address)
+
 class LocalWeb:
     "A web server on 127.0.0.1 that serves `files`, counts requests per path in `hits`, and stops with `close()`"
     def __init__(self, files:dict|None=None, # URL path -> bytes to serve, e.g. {'/cat.jpg': b'...'}; may be added to later
@@ -34,9 +40,7 @@ class LocalWeb:
                 self.send_header('Content-Type', mimetypes.guess_type(path)[0] or 'application/octet-stream')
                 self.send_header('Content-Length', str(len(body))); self.end_headers()
                 self.wfile.write(body)
-        ThreadingHTTPServer.request_queue_size = 128  # the default, 5, is too few for many downloads at once
-        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(('127.0.0.1', 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f'http://127.0.0.1:{self.server.server_port}'
 
