@@ -1,4 +1,5 @@
-import os, shutil, socket, subprocess, sys, time
+import os, shutil, signal, socket, subprocess, sys, time
+from contextlib import contextmanager
 from pathlib import Path
 import pytest
 
@@ -29,3 +30,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving(cmd:list, # the server's command line; it must serve GET /health on `port`
+            port:int, log:Path, env:dict, timeout:float=120):
+    "Start `cmd` (an `imgclf serve`) in its own session, wait until /health answers 200, yield its URL; stop it afterwards"
+    import httpx
+    with open(log, 'wb') as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    url, deadline = f'http://127.0.0.1:{port}', time.time() + timeout
+    try:
+        while True:
+            try:
+                if httpx.get(url + '/health', timeout=2).status_code == 200: break
+            except httpx.TransportError: pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f'{" ".join(map(str, cmd[:3]))} did not start:\n{log.read_text(errors="replace")[-3000:]}')
+            time.sleep(0.3)
+        yield url
+    finally:
+        if proc.poll() is None: os.killpg(proc.pid, signal.SIGTERM)
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()

@@ -1,11 +1,11 @@
 "Any timm backbone by name: weights from a stand-in Hugging Face hub on 127.0.0.1; the model file rebuilds it with the hub gone."
-import hashlib, json, os, shutil, signal, subprocess, sys, threading, time
+import hashlib, json, os, shutil, subprocess, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 import httpx
 import pytest
-from conftest import BIN, free_port
+from conftest import BIN, free_port, serving
 
 REPO, COMMIT = 'stand-in/tiny', 'c0ffee' * 6 + 'c0ff'  # a hub id and the 40-hex commit its files are at
 LFS = ('model.safetensors',)  # served as the Hub serves large files: their sha256 as X-Linked-Etag
@@ -150,26 +150,11 @@ def test_loads_predicts_and_serves_with_the_hub_gone(trained, photos, imgclf_hom
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert want.label in proc.stdout
 
-    port, log = free_port(), tmp_path/'serve.log'
-    with open(log, 'wb') as f:
-        server = subprocess.Popen([str(BIN/'imgclf'), 'serve', '--model', str(model), '--port', str(port)],
-                                  stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=gone)
-    try:
-        url, deadline = f'http://127.0.0.1:{port}', time.time() + 120
-        while True:
-            try:
-                if httpx.get(url + '/health', timeout=2).status_code == 200: break
-            except httpx.TransportError: pass
-            if server.poll() is not None or time.time() > deadline:
-                pytest.fail(f'imgclf serve did not start:\n{log.read_text(errors="replace")[-3000:]}')
-            time.sleep(0.3)
+    port = free_port()
+    with serving([str(BIN/'imgclf'), 'serve', '--model', str(model), '--port', str(port)], port, tmp_path/'serve.log', gone) as url:
         r = httpx.post(url + '/predict', files={'file': (photo.name, photo.read_bytes(), 'image/jpeg')}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()['label'] == want.label and abs(r.json()['probability'] - want.probability) < 1e-5
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try: server.wait(timeout=20)
-        except subprocess.TimeoutExpired: os.killpg(server.pid, signal.SIGKILL); server.wait()
 
 
 def test_hub_unreachable_is_one_line_and_status_2(photos, imgclf_home, tmp_path):

@@ -1,11 +1,11 @@
 "`imgclf serve` as a client meets it: the real command on a free port of 127.0.0.1, real photos, bad uploads."
-import io, http.client, json, os, signal, subprocess, sys, time
+import io, http.client, os, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from conftest import BIN, free_port
+from conftest import BIN, free_port, serving
 
 
 @pytest.fixture(scope='module')
@@ -18,24 +18,10 @@ def model(imgclf_home):
 @pytest.fixture(scope='module')
 def server(model, imgclf_home, tmp_path_factory):
     "`imgclf serve` with a 2 MiB upload limit on a free port; its base URL; stopped afterwards"
-    log = tmp_path_factory.mktemp('serve')/'serve.log'
     port = free_port()
-    with open(log, 'wb') as out:
-        proc = subprocess.Popen([str(BIN/'imgclf'), 'serve', '--model', str(model), '--port', str(port), '--max-mb', '2'],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'})
-    url, deadline = f'http://127.0.0.1:{port}', time.time() + 120
-    while True:
-        try:
-            if httpx.get(url + '/health', timeout=2).status_code == 200: break
-        except httpx.TransportError: pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill(); pytest.fail(f'imgclf serve did not start:\n{log.read_text(errors="replace")[-3000:]}')
-        time.sleep(0.3)
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    try: proc.wait(timeout=20)
-    except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
+    with serving([str(BIN/'imgclf'), 'serve', '--model', str(model), '--port', str(port), '--max-mb', '2'], port,
+                 tmp_path_factory.mktemp('serve')/'serve.log', {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'}) as url:
+        yield url
 
 
 def post(url, data:bytes, name='photo.jpg', timeout=60):
@@ -126,27 +112,13 @@ def test_a_sideways_phone_photo_gets_the_upright_answer(server, imgclf_home):
 
 def test_serve_needs_only_its_own_requirements(model, imgclf_home, tmp_path):
     "As the Docker image installs it: nothing importable but settings.ini's serve_requirements (no fastai, Jupyter, pandas...)"
-    port, log = free_port(), tmp_path/'serve.log'
-    script = Path(__file__).parent/'fixtures'/'serve_only.py'
-    with open(log, 'wb') as out:
-        proc = subprocess.Popen([sys.executable, str(script), 'serve', '--model', str(model), '--port', str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'})
-    url, deadline = f'http://127.0.0.1:{port}', time.time() + 120
-    try:
-        while proc.poll() is None and time.time() < deadline:
-            try:
-                if httpx.get(url + '/health', timeout=2).status_code == 200: break
-            except httpx.TransportError: time.sleep(0.3)
-        assert proc.poll() is None, f'imgclf serve stopped:\n{log.read_text(errors="replace")[-3000:]}'
+    port, script = free_port(), Path(__file__).parent/'fixtures'/'serve_only.py'
+    with serving([sys.executable, str(script), 'serve', '--model', str(model), '--port', str(port)], port, tmp_path/'serve.log',
+                 {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'}) as url:
         from imgclf.core import image_files
         photo = image_files(Path(imgclf_home)/'flowers'/'rose')[0]
         r = post(url, photo.read_bytes(), photo.name)
         assert r.status_code == 200 and set(r.json()['probs']) == set(httpx.get(url + '/health').json()['classes'])
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try: proc.wait(timeout=20)
-        except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL); proc.wait()
 
 
 def test_serve_only_refuses_what_serving_does_not_install(tmp_path):
