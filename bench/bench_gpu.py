@@ -45,7 +45,7 @@ def main():
 
     speed = Speed()
     t0 = time.perf_counter()
-    learn = train_classifier(a.data, size=a.size, bs=a.bs, epochs=a.epochs, lr=1e-3, quiet=True, cbs=[speed],
+    learn = train_classifier(a.data, recipe='fine_tune', size=a.size, bs=a.bs, epochs=a.epochs, lr=1e-3, quiet=True, cbs=[speed],
                              out=Path(tempfile.mkdtemp()))
     total = time.perf_counter() - t0
     timed = speed.epochs[2:] or speed.epochs[-1:]  # not the head's epoch, nor the first whole-network one (cuDNN autotuning)

@@ -9,14 +9,16 @@ Three arms, all on the same validation split (`image_dls(..., seed=SEED)`) and t
             its mirror image, standardised, then scikit-learn's `LogisticRegression` with C chosen by 5-fold
             cross-validation (log loss) on the training photos only; its time counts everything from loading
             the photos to the predictions (features are kept only within the run)
-  imgclf    `train_classifier` with its defaults (presize cache on)
-and variants of imgclf's recipe:
-  imgclf-nocache  the same, each picture decoded from its file every epoch (the recipe before the cache)
-  imgclf-tenth    the same, learning rate a tenth of the finder's lowest-loss rate (fastai's `minimum`, the course's
+  imgclf    `train_classifier` with its defaults: the linear recipe (a logistic regression on EfficientNet-Lite0's pooled
+            features of the whole photo squished to 224 px, last layer and two middle stages, folded into a linear layer)
+  finetune  `train_classifier(recipe='fine_tune')`: fastai's `fine_tune` with imgclf's augmentation, epochs and learning rate
+and variants of the fine-tune recipe:
+  imgclf-nocache  finetune, each picture decoded from its file every epoch (the recipe before the presize cache)
+  imgclf-tenth    finetune, learning rate a tenth of the finder's lowest-loss rate (fastai's `minimum`, the course's
                   rule of thumb) instead of imgclf's hundredth
-  imgclf-valley   the same, learning rate from fastai's `valley` suggestion
-  imgclf-224      the same at 224 px
-  imgclf:NAME=VALUE,...  `train_classifier` with these arguments (imgclf:epochs=6,size=192)
+  imgclf-valley   finetune, learning rate from fastai's `valley` suggestion
+  imgclf-224      finetune at 224 px
+  imgclf:NAME=VALUE,...  `train_classifier` with these arguments (imgclf:recipe='fine_tune',epochs=6,size=192)
 Every run is a separate process (so its time and peak memory are its own), one after the other, with a fresh
 IMGCLF_HOME (the presize cache is filled within the run and counted in its time).
 
@@ -111,9 +113,10 @@ elif r == 'probe':
     learn, err, extra = probe(args)
 else:
     kw = {}
-    spec = {'imgclf-nocache': 'imgclf:cache=False', 'imgclf-224': 'imgclf:size=224'}.get(r, r)  # named shorthands
-    if spec == 'imgclf-tenth': T.suggest_lr = lr_rule(lambda s: s.minimum)
-    elif spec == 'imgclf-valley': T.suggest_lr = lr_rule(lambda s: s.valley)
+    spec = {'finetune': "imgclf:recipe='fine_tune'", 'imgclf-nocache': "imgclf:recipe='fine_tune',cache=False",
+            'imgclf-224': "imgclf:recipe='fine_tune',size=224"}.get(r, r)  # named shorthands
+    if spec == 'imgclf-tenth': T.suggest_lr, kw['recipe'] = lr_rule(lambda s: s.minimum), 'fine_tune'
+    elif spec == 'imgclf-valley': T.suggest_lr, kw['recipe'] = lr_rule(lambda s: s.valley), 'fine_tune'
     elif spec.startswith('imgclf:'):  # imgclf:name=value,...: train_classifier's own arguments
         import ast
         for kv in spec[len('imgclf:'):].split(','):
@@ -121,14 +124,14 @@ else:
             kw[k] = ast.literal_eval(v)
     elif spec != 'imgclf': sys.exit(f'unknown recipe {r}')
     learn = T.train_classifier(args['data'], arch=args['arch'], seed=args['seed'], out=args['out'], quiet=True,
-                               cbs=[clock], **kw)
+                               cbs=[clock] if kw.get('recipe') == 'fine_tune' else None, **kw)  # the linear recipe has no epochs
 secs = time.perf_counter() - t0
 if r != 'probe': err = valid_error(learn)  # after the clock stops: the model as trained, on the whole validation set
 print(json.dumps(dict(recipe=r, seconds=secs, error=err, epochs=clock.log, valid=len(learn.dls.valid_ds),
                       peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, **extra)))
 '''
 
-RECIPES = ['tutorial', 'probe', 'imgclf', 'imgclf-nocache', 'imgclf-tenth', 'imgclf-valley', 'imgclf-224']
+RECIPES = ['tutorial', 'probe', 'imgclf', 'finetune', 'imgclf-nocache', 'imgclf-tenth', 'imgclf-valley', 'imgclf-224']
 
 
 def run(recipe, data, seed, arch):
@@ -181,7 +184,7 @@ def main():
     p.add_argument('--flowers', action='store_true', help='add the 2,000 TensorFlow flower photos ($IMGCLF_FLOWERS or /work/shared/data/flowers)')
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3, 4, 5])
     p.add_argument('--recipes', nargs='+', default=None,
-                   help=f'any of {RECIPES}, or imgclf:NAME=VALUE,... for `train_classifier` arguments (imgclf:epochs=6,size=192); default tutorial probe imgclf '
+                   help=f'any of {RECIPES}, or imgclf:NAME=VALUE,... for `train_classifier` arguments (imgclf:recipe=\'fine_tune\',epochs=6); default tutorial probe imgclf '
                         '(with --summary: every recipe in the file)')
     p.add_argument('--arch', default='efficientnet_lite0')
     p.add_argument('--no-builtin', action='store_true', help='leave out the built-in photos')

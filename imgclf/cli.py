@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, os, shutil, subprocess, sys, time, json
 from pathlib import Path
 import imgclf
-from .core import ImgclfError, imgclf_home, scan_dataset, atomic_path, need
+from .core import ImgclfError, imgclf_home, scan_dataset, atomic_path, need, RECIPE_SIZES
 
 # %% auto #0
 __all__ = ['write_report', 'cmd_demo', 'cmd_train', 'cmd_export', 'cmd_predict', 'cmd_serve', 'app_notebook', 'free_port',
@@ -17,7 +17,7 @@ __all__ = ['write_report', 'cmd_demo', 'cmd_train', 'cmd_export', 'cmd_predict',
 def write_report(learn, # a trained learner
                  out:Path, # folder to write into
                 ) -> dict:
-    "Write classes.csv, misclassified.csv, confusion_matrix.png and losses.png into `out`; return a summary"
+    "Write classes.csv, misclassified.csv, confusion_matrix.png and, after a training with epochs, losses.png into `out`; return a summary"
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     from fastai.vision.all import ClassificationInterpretation
@@ -32,15 +32,20 @@ def write_report(learn, # a trained learner
     with learn.no_bar(): interp.plot_confusion_matrix(figsize=(2 + 0.6*n, 2 + 0.6*n))  # it predicts again, with a bar
     with atomic_path(out/'confusion_matrix.png') as t: plt.savefig(t, format='png', bbox_inches='tight', dpi=100)
     plt.close('all')
-    learn.recorder.plot_loss()
-    with atomic_path(out/'losses.png') as t: plt.savefig(t, format='png', bbox_inches='tight', dpi=100)
-    plt.close('all')
+    files = ['classes.csv', 'misclassified.csv', 'confusion_matrix.png']
+    if getattr(learn, 'recorder', None) is not None and learn.recorder.losses:  # the linear recipe has no epochs, so no losses
+        learn.recorder.plot_loss()
+        with atomic_path(out/'losses.png') as t: plt.savefig(t, format='png', bbox_inches='tight', dpi=100)
+        plt.close('all')
+        files.append('losses.png')
     err = float((preds.actual != preds.predicted).mean())
-    return dict(error_rate=err, valid_images=len(preds), classes=rep)
+    return dict(error_rate=err, valid_images=len(preds), classes=rep, files=files)
 
 # %% ../nbs/08_cli.ipynb #5ded31bd
-def _train_and_export(data, out:Path, arch, epochs, size, lr, bs, valid_pct, seed, quiet=False) -> dict:
-    from imgclf.train import train_classifier
+def _train_and_export(data, out:Path, arch, recipe, epochs, size, lr, bs, valid_pct, seed, quiet=False) -> dict:
+    from imgclf.train import train_classifier, check_recipe
+    check_recipe(recipe, **{'--epochs': epochs, '--lr': lr})  # before the pictures are read
+    size = size or RECIPE_SIZES[recipe]
     from imgclf.export import export_classifier
     from imgclf.data import check_cached, PresizeCache, presize_for
     t0 = time.perf_counter()
@@ -49,7 +54,7 @@ def _train_and_export(data, out:Path, arch, epochs, size, lr, bs, valid_pct, see
     if first:  # each picture decoded once: the check fills the presize cache that training reads
         report = check_cached(scan_dataset(data, check=False), PresizeCache(presize_for(size)))
         print(report, flush=True)
-    learn = train_classifier(data, arch=arch, epochs=epochs, size=size, lr=lr, bs=bs, valid_pct=valid_pct,
+    learn = train_classifier(data, arch=arch, recipe=recipe, epochs=epochs, size=size, lr=lr, bs=bs, valid_pct=valid_pct,
                              seed=seed, out=out, quiet=quiet, report=report)
     if not first: return dict(rank=int(os.environ['RANK']))
     secs = time.perf_counter() - t0
@@ -57,10 +62,11 @@ def _train_and_export(data, out:Path, arch, epochs, size, lr, bs, valid_pct, see
     summary = write_report(learn, out)
     print(f'\nPer class (validation set):\n{summary["classes"].to_string()}')
     print(f'\nerror rate: {summary["error_rate"]:.2%} on {summary["valid_images"]} validation images '
-          f'({arch}, {size}px, {learn.epochs_used}+1 epochs, lr {learn.lr_used:.2g}, {secs:.0f}s)')
+          f'({arch}, {size}px, ' + ('a linear layer on its features' if recipe == 'linear' else
+                                      f'{learn.epochs_used}+1 epochs, lr {learn.lr_used:.2g}') + f', {secs:.0f}s)')
     print(f'model:      {model}')
-    print(f'report:     {out}/classes.csv, misclassified.csv, confusion_matrix.png, losses.png')
-    meta = dict(data=str(data), arch=arch, epochs=learn.epochs_used, size=size, lr=learn.lr_used, bs=bs, valid_pct=valid_pct,
+    print(f'report:     {out}/{", ".join(summary["files"])}')
+    meta = dict(data=str(data), arch=arch, recipe=recipe, epochs=learn.epochs_used, size=size, lr=learn.lr_used, bs=bs, valid_pct=valid_pct,
                 seed=seed, seconds=round(secs, 1), error_rate=summary['error_rate'], vocab=list(learn.dls.vocab),
                 processes=getattr(learn, 'processes', 1))
     with atomic_path(Path(out)/'run.json') as t: t.write_text(json.dumps(meta, indent=2))
@@ -71,7 +77,7 @@ def cmd_demo(args):
     from imgclf.photos import flower_photos
     out = Path(args.out or imgclf_home()/'demo')
     print('Training on the built-in photos: about 400 real photos of five kinds of flower, with a few planted mistakes.')
-    res = _train_and_export(flower_photos(), out, args.arch, args.epochs, args.size, args.lr, 32, 0.2, args.seed, quiet=args.quiet)
+    res = _train_and_export(flower_photos(), out, args.arch, args.recipe, args.epochs, args.size, args.lr, 32, 0.2, args.seed, quiet=args.quiet)
     print(f'\nOpen the app with this model:  imgclf app --model {res["model"]}')
     return res
 
@@ -80,9 +86,10 @@ def _launch(args, out:Path) -> dict:
     import socket
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     argv = [sys.executable, '-c', 'import sys; from imgclf.cli import main; sys.exit(main())', 'train', str(args.data),
-            '--arch', args.arch, '--size', str(args.size), '--seed', str(args.seed),
+            '--arch', args.arch, '--recipe', args.recipe, '--seed', str(args.seed),
             '--bs', str(args.bs), '--valid-pct', str(args.valid_pct), '--out', str(out)] + \
            (['--epochs', str(args.epochs)] if args.epochs else []) + (['--lr', str(args.lr)] if args.lr else []) + \
+           (['--size', str(args.size)] if args.size else []) + \
            (['--quiet'] if args.quiet else [])
     n = args.processes
     threads = os.environ.get('OMP_NUM_THREADS') or str(max(1, (os.cpu_count() or 1) // n))
@@ -106,10 +113,12 @@ def cmd_train(args):
     "Train on a folder of class folders"
     out = Path(args.out or Path(args.data).expanduser().absolute().with_name(Path(args.data).name + '-model'))
     if args.processes < 1: raise ImgclfError(f'--processes must be 1 or more, got {args.processes}')
+    if args.processes > 1 and args.recipe == 'linear':
+        raise ImgclfError('--processes is for --recipe fine_tune: the linear recipe computes each picture once, in one process')
     if args.processes > 1 and int(os.environ.get('WORLD_SIZE', 1)) <= 1:
         need('accelerate', 'distributed', 'imgclf train --processes')  # said once, here, not by every process
         return _launch(args, out)
-    return _train_and_export(Path(args.data), out, args.arch, args.epochs, args.size, args.lr, args.bs,
+    return _train_and_export(Path(args.data), out, args.arch, args.recipe, args.epochs, args.size, args.lr, args.bs,
                              args.valid_pct, args.seed, quiet=args.quiet)
 
 def cmd_export(args):
@@ -288,22 +297,25 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='imgclf', description='Build your own image classifier from web images.')
     p.add_argument('--version', action='version', version=f'imgclf {imgclf.__version__}')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    def train_opts(s, epochs, size):
+    def train_opts(s):
         s.add_argument('--arch', default='efficientnet_lite0', help='backbone: efficientnet_lite0 (offline), resnet18, resnet34, or any timm model name '
                        '(e.g. convnext_tiny, hf-hub:ORG/NAME; weights downloaded once, then cached)')
-        s.add_argument('--epochs', type=int, default=epochs, help='epochs after unfreezing (default ' +
-                       (f'{epochs})' if epochs else 'from the dataset: enough for 80 optimiser steps, 3 to 10)'))
-        s.add_argument('--size', type=int, default=size, help='image size in pixels (default %(default)s)')
-        s.add_argument('--lr', type=float, default=None, help='learning rate (default: learning rate finder)')
+        s.add_argument('--recipe', default='linear', choices=list(RECIPE_SIZES), help='linear: a linear layer on the network\'s frozen features, '
+                       'in seconds; fine_tune: fastai\'s fine_tune of the whole network (default %(default)s)')
+        s.add_argument('--epochs', type=int, default=None, help='fine_tune: epochs after unfreezing (default: from the dataset, '
+                       'enough for 80 optimiser steps, 3 to 10)')
+        s.add_argument('--size', type=int, default=None, help='image size in pixels (default: ' +
+                       ', '.join(f'{v} for {k}' for k, v in RECIPE_SIZES.items()) + ')')
+        s.add_argument('--lr', type=float, default=None, help='fine_tune: learning rate (default: learning rate finder)')
         s.add_argument('--seed', type=int, default=42, help='random seed (default %(default)s)')
         s.add_argument('--quiet', action='store_true', help='no progress bars')
     s = sub.add_parser('demo', help='the whole pipeline on the built-in flower photos')
-    train_opts(s, 3, 128)
+    train_opts(s)
     s.add_argument('--out', help='output folder (default: IMGCLF_HOME/demo)')
     s.set_defaults(func=cmd_demo)
     s = sub.add_parser('train', help='train on a folder with one sub-folder of images per class')
     s.add_argument('data', help='dataset folder')
-    train_opts(s, None, 160)
+    train_opts(s)
     s.add_argument('--bs', type=int, default=32, help='batch size (default %(default)s)')
     s.add_argument('--valid-pct', type=float, default=0.2, help='fraction held out for validation (default %(default)s)')
     s.add_argument('--out', help='output folder for model.safetensors and the report (default: DATA-model beside DATA)')

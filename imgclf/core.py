@@ -17,9 +17,9 @@ from PIL import Image, UnidentifiedImageError
 warnings.filterwarnings('ignore', message=r'.torch\.jit\.script. is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'ImgclfError', 'need', 'class_name_problem', 'check_class_name', 'imgclf_home', 'atomic_path',
-           'atomic_write_bytes', 'atomic_folder', 'check_image', 'image_files', 'DatasetReport', 'too_few_images',
-           'scan_dataset', 'lfw_faces', 'keep_freed_memory']
+__all__ = ['IMAGE_EXTS', 'RECIPE_SIZES', 'ImgclfError', 'need', 'class_name_problem', 'check_class_name', 'imgclf_home',
+           'atomic_path', 'atomic_write_bytes', 'atomic_folder', 'check_image', 'image_files', 'DatasetReport',
+           'too_few_images', 'scan_dataset', 'lfw_faces', 'keep_freed_memory']
 
 # %% ../nbs/00_core.ipynb #fba15abe
 class ImgclfError(Exception):
@@ -112,6 +112,7 @@ def atomic_folder(dest:Path, # the folder to create
 
 # %% ../nbs/00_core.ipynb #5328581d
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.gif', '.bmp', '.webp', '.tif', '.tiff'}
+RECIPE_SIZES = {'linear': 224, 'fine_tune': 160}  # the training recipes of `04_train`, each with its default image size
 
 def check_image(path:Path, # the file to check
                 min_size:int=8, # smallest accepted width and height, in pixels

@@ -89,6 +89,9 @@ def _versions() -> dict:
 def _body(learn:Learner) -> dict:
     "`arch` and the `timm` record of `learn`'s body (`imgclf.model.describe_timm`)"
     import timm
+    from imgclf.model import PooledFeatures
+    if isinstance(learn.model[0], PooledFeatures):  # the linear recipe: timm's network, pooled and with its `levels`
+        return describe_timm(learn.model[0].net, _TIMM_NAMES.get(learn.arch, learn.arch), levels=learn.model[0].levels)
     if isinstance(learn.arch, str):  # any timm network: fastai's `TimmBody` holds it as timm made it
         body = learn.model[0]
         return describe_timm(body.model, learn.arch, pooled=not body.needs_pool)

@@ -14,12 +14,12 @@ from .core import ImgclfError, check_class_name, atomic_write_bytes
 from .images import open_image, DownloadError
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'BACKBONES', 'Prediction', 'ConcatPool', 'head_layer', 'Network', 'describe_timm',
-           'build_network', 'crop_pad', 'check_step', 'Classifier', 'check_meta', 'save_model', 'is_pickle',
-           'read_header', 'load_model']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'BACKBONES', 'Prediction', 'ConcatPool', 'head_layer', 'PooledFeatures', 'Network',
+           'describe_timm', 'build_network', 'crop_pad', 'check_step', 'Classifier', 'check_meta', 'save_model',
+           'is_pickle', 'read_header', 'load_model']
 
 # %% ../nbs/lib/17_model.ipynb #32424f38
-FORMAT, FORMAT_VERSION = 'imgclf-classifier', 2  # version 1 files (one of `BACKBONES`, no `timm` record) still load
+FORMAT, FORMAT_VERSION = 'imgclf-classifier', 3  # 3 adds `timm.levels`; version 1 files (one of `BACKBONES`, no `timm` record) still load
 BACKBONES = ('tf_efficientnet_lite0', 'resnet18', 'resnet34')  # the timm networks a version-1 file may name
 _MAX_HEADER = 16 * 2**20  # the header of a model is a few kB of names and shapes: more is not a model
 
@@ -71,6 +71,29 @@ def head_layer(spec:dict) -> nn.Module:
     if kind == 'Linear': return nn.Linear(_int(spec, 'in'), _int(spec, 'out'), bias=_one_of(spec, 'bias', (True, False)))
     raise ValueError(f'unknown head layer {kind!r:.60}')
 
+class PooledFeatures(nn.Module):
+    "A timm network's pooled features scaled to length 1, then for each of `levels` (stages of an EfficientNet's `blocks`) that stage's average, scaled alike"
+    def __init__(self, net:nn.Module, # made by `timm.create_model` with its global pooling
+                 levels:tuple=()):
+        super().__init__()
+        if levels and not hasattr(net, 'blocks'): raise ValueError(f'levels need an EfficientNet-like network with `blocks`, not {type(net).__name__}')
+        self.net, self.levels = net, tuple(int(i) for i in levels)
+        self.num_features = net.num_features + sum(self._width(i) for i in self.levels)
+    def _width(self, i:int) -> int:
+        if not 0 <= i < len(self.net.blocks): raise ValueError(f'level {i} is not a stage of this network (it has {len(self.net.blocks)})')
+        return [m for m in self.net.blocks[i].modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+    def forward(self, x):
+        net, parts = self.net, []
+        if self.levels:  # EfficientNet's `forward_features`, keeping the chosen stages' outputs on the way
+            x = net.bn1(net.conv_stem(x))
+            for i, block in enumerate(net.blocks):
+                x = block(x)
+                if i in self.levels: parts.append(x.mean((2, 3)))
+            x = net.bn2(net.conv_head(x))
+        else: x = net.forward_features(x)
+        parts.insert(0, net.forward_head(x, pre_logits=True))
+        return torch.cat([F.normalize(p.float(), dim=1) for p in parts], 1)
+
 class Network(nn.Module):
     "A timm backbone's features (pooled by the body itself when `pooled`), then a head of plain torch layers"
     def __init__(self, body:nn.Module, head:nn.Sequential, pooled:bool=False):
@@ -91,14 +114,16 @@ def _plain(v):
 def describe_timm(model:nn.Module, # a network made by `timm.create_model`
                   name:str, # the name it was made from: a timm name, `NAME.TAG` or `hf-hub:ORG/NAME`
                   pooled:bool=False, # the head takes `model(x)`, pooled by timm (fastai does this when timm gives no `pool_size`)
+                  levels:tuple|None=None, # the body is `PooledFeatures(model, levels)` (`pooled` is then True)
                  ) -> dict:
     "`arch` and the `timm` record of a model file: what rebuilds `model`'s body without downloading anything"
     cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
     args = {k: _plain(v) for k, v in getattr(model, '_model_args', {}).items()
             if k not in _NOT_ARGS and not (k == 'in_chans' and v == 3)}
-    return dict(arch=cfg.get('architecture') or name, timm=dict(
-        name=name, model_args=args, features=int(model.num_features), pooled=bool(pooled),
-        pretrained_cfg={k: _plain(v) for k, v in cfg.items() if k in _CFG and v not in (None, '')}))
+    rec = dict(name=name, model_args=args, features=int(model.num_features), pooled=bool(pooled or levels is not None),
+               pretrained_cfg={k: _plain(v) for k, v in cfg.items() if k in _CFG and v not in (None, '')})
+    if levels is not None: rec['levels'] = [int(i) for i in levels]
+    return dict(arch=cfg.get('architecture') or name, timm=rec)
 
 def _value(k, v, depth=0):
     "`v` if it is a plain value a model argument may be: a bool, a whole number up to 8192, a number, short text, a short list of them"
@@ -108,16 +133,21 @@ def _value(k, v, depth=0):
     if isinstance(v, list) and len(v) <= 8 and depth == 0: return [_value(k, x, 1) for x in v]
     raise ValueError(f'model argument {k} must be a plain number, text or a short list of them, got {v!r:.60}')
 
-def _timm_args(meta:dict) -> tuple[str, dict, bool]:
-    "The timm architecture, the keyword arguments for `timm.create_model` and `pooled` that `meta` asks for, checked"
+def _timm_args(meta:dict) -> tuple[str, dict, bool, tuple|None]:
+    "The timm architecture, the keyword arguments for `timm.create_model`, `pooled` and `levels` that `meta` asks for, checked"
     import timm
-    if meta.get('format_version') == 1: return _one_of(meta, 'arch', BACKBONES), dict(global_pool=''), False
+    if meta.get('format_version') == 1: return _one_of(meta, 'arch', BACKBONES), dict(global_pool=''), False, None
     arch, rec = meta.get('arch'), meta.get('timm')
     if not isinstance(arch, str) or not re.fullmatch(r'[a-z0-9_]{1,100}', arch) or not timm.is_model(arch):
         raise ValueError(f'arch {arch!r:.60} is not a network this timm ({timm.__version__}) knows')
     if not isinstance(rec, dict): raise ValueError('timm must be a JSON object describing the body')
     if not isinstance(rec.get('name'), str) or len(rec['name']) > 200: raise ValueError('timm name must be text of at most 200 characters')
     _int(rec, 'features'); pooled = _one_of(rec, 'pooled', (True, False))
+    levels = rec.get('levels')
+    if levels is not None:
+        if not (isinstance(levels, list) and len(levels) <= 8 and all(type(i) is int and 0 <= i < 64 for i in levels)) or not pooled:
+            raise ValueError(f'levels must be a list of at most 8 stage numbers from 0 to 63, with pooled true; got {levels!r:.60}')
+        levels = tuple(levels)
     args, cfg = rec.get('model_args'), rec.get('pretrained_cfg')
     if not isinstance(args, dict) or len(args) > 32: raise ValueError('model_args must be a JSON object of at most 32 arguments')
     for k, v in args.items():
@@ -139,18 +169,19 @@ def _timm_args(meta:dict) -> tuple[str, dict, bool]:
     overlay = {k: tuple(cfg[k]) if isinstance(cfg[k], list) else cfg[k] for k in _BUILD_CFG if k in cfg}
     kw = dict(args, pretrained_cfg_overlay=overlay)
     if not pooled: kw['global_pool'] = ''
-    return arch, kw, pooled
+    return arch, kw, pooled, levels
 
 def build_network(meta:dict, device='cpu') -> Network:
     "The network `meta` describes, with uninitialised weights (`device='meta'`: shapes only, no memory)"
     import timm
-    arch, kw, pooled = _timm_args(meta)
+    arch, kw, pooled, levels = _timm_args(meta)
     specs = meta.get('head')
     if not isinstance(specs, list) or not 1 <= len(specs) <= 64: raise ValueError('head must be a list of 1 to 64 layers')
     with torch.device(device):
         try: body = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
         except (TypeError, ValueError, AssertionError, RuntimeError, KeyError) as e:
             raise ValueError(f'timm cannot build {arch} with these arguments ({type(e).__name__}: {str(e)[:120]})') from None
+        if levels is not None: body = PooledFeatures(body, levels)
         return Network(body, nn.Sequential(*[head_layer(s) for s in specs]), pooled)
 
 # %% ../nbs/lib/17_model.ipynb #7878f104

@@ -16,7 +16,7 @@ from .dedupe import hash_distances
 from .manifest import read_manifest
 
 # %% auto #0
-__all__ = ['LEVELS', 'OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'CROSS_SCORE', 'DUP_SCORE', 'FEW_SCORE', 'embed_images',
+__all__ = ['LEVELS', 'C_N', 'OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'CROSS_SCORE', 'DUP_SCORE', 'FEW_SCORE', 'embed_images',
            'oof_probs', 'outlier_z', 'manifest_pairs', 'rank_suspects']
 
 # %% ../nbs/lib/20_rank.ipynb #93694b75
@@ -35,16 +35,6 @@ def _load(f, size, cache):
 
 LEVELS = (5, 6)  # stages of EfficientNet-Lite0 whose pooled outputs join the last layer's features
 
-def _features(net, x, levels):
-    "The last layer's pooled features and, when `levels`, those of the stages in `LEVELS`: each part scaled to length 1"
-    import torch
-    x = net.bn1(net.conv_stem(x)); parts = []
-    for i, block in enumerate(net.blocks):
-        x = block(x)
-        if levels and i in LEVELS: parts.append(x.mean((2, 3)))
-    parts.insert(0, net.forward_head(net.bn2(net.conv_head(x)), pre_logits=True))
-    return torch.cat([torch.nn.functional.normalize(p.float(), dim=1) for p in parts], 1)
-
 def embed_images(files:list, # image files
                  size:int=288, # pixels the network sees (squished to a square)
                  levels:bool=True, # add the pooled outputs of two middle stages (`LEVELS`) to the last layer's features
@@ -55,8 +45,9 @@ def embed_images(files:list, # image files
     "Features of each image from the pretrained EfficientNet-Lite0 (no augmentation), their phashes, SHA-256s, and why any could not be read"
     import torch
     from imgclf.train import efficientnet_lite0
-    net = efficientnet_lite0().eval().to(memory_format=torch.channels_last)  # 1.9x faster on a CPU at 288 px
-    dim = net.num_features + (sum(net.blocks[i][-1].conv_pwl.out_channels for i in LEVELS) if levels else 0)
+    from imgclf.model import PooledFeatures
+    net = PooledFeatures(efficientnet_lite0(), LEVELS if levels else ()).eval().to(memory_format=torch.channels_last)  # 1.9x faster on a CPU at 288 px
+    dim = net.num_features
     cdir = imgclf_home()/'cache'/f'features-lite0-{size}{"-levels" if levels else ""}' if cache else None
     if cdir: cdir.mkdir(parents=True, exist_ok=True)
     out, hashes, shas, errors = np.zeros((len(files), dim), np.float32), [None] * len(files), [None] * len(files), [None] * len(files)
@@ -73,7 +64,7 @@ def embed_images(files:list, # image files
             new = [j for j, g in enumerate(got) if g[0] is not None and g[0].ndim == 3]
             if not new: continue
             x = torch.from_numpy(np.stack([got[j][0] for j in new])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
-            f = _features(net, x.contiguous(memory_format=torch.channels_last), levels).numpy()
+            f = net(x.contiguous(memory_format=torch.channels_last)).numpy()
             for j, v in zip(new, f):
                 out[i + j] = v
                 if cdir:
@@ -81,6 +72,8 @@ def embed_images(files:list, # image files
     return out, hashes, shas, errors
 
 # %% ../nbs/lib/20_rank.ipynb #c0b639a1
+C_N = 50_000  # a logistic regression's C times the pictures it learns from: the same weight decay per picture at any size
+
 def _normalize(F): return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
 
 def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
@@ -89,7 +82,7 @@ def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
               keep:np.ndarray|None=None, # pictures that may be learned from (default: all)
               folds:int=10, # each picture is predicted by a model trained without its fold
               seed:int=0, # how pictures are dealt into folds
-              c_n:float=50_000, # inverse weight decay times the number of pictures learned from: the same decay per picture at any size
+              c_n:float=C_N, # inverse weight decay times the number of pictures learned from: the same decay per picture at any size
              ) -> np.ndarray:
     "Class probabilities for each picture from logistic regressions that never saw its label"
     from sklearn.linear_model import LogisticRegression

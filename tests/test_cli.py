@@ -19,7 +19,7 @@ def test_demo_trains_reports_and_exports(demo_run):
     assert 0 < err <= 30.0, proc.stdout  # five flowers, a few planted mistakes, 81 validation photos: a real error rate
     assert f'model:      {out/"model.safetensors"}' in proc.stdout
     assert f'imgclf app --model {out/"model.safetensors"}' in proc.stdout
-    for f in ['model.safetensors', 'classes.csv', 'misclassified.csv', 'confusion_matrix.png', 'losses.png', 'run.json']:
+    for f in ['model.safetensors', 'classes.csv', 'misclassified.csv', 'confusion_matrix.png', 'run.json']:
         assert (out/f).stat().st_size > 0, f
     run = json.loads((out/'run.json').read_text())
     flowers = ['daisy', 'dandelion', 'rose', 'sunflower', 'tulip']
@@ -72,6 +72,19 @@ def test_export_checks_then_copies(demo_run, imgclf_home, tmp_path):
     assert proc.returncode == 2 and 'is a pickle' in proc.stderr and '--allow-pickle' in proc.stderr
     proc = imgclf('predict', pkl, tmp_path, home=imgclf_home)
     assert proc.returncode == 2 and 'is a pickle' in proc.stderr
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--epochs', '3'], '--epochs is for the fine_tune recipe only'),
+    (['--epochs', '3', '--lr', '1e-3'], '--epochs and --lr are for the fine_tune recipe only'),
+    (['--processes', '2'], '--processes is for --recipe fine_tune'),
+    (['--recipe', 'fine-tune'], "invalid choice: 'fine-tune'"),
+])
+def test_fine_tune_options_need_the_fine_tune_recipe(args, message, tmp_path, imgclf_home):
+    "The linear recipe (the default) has no epochs, learning rate or processes: asking for them is an error, before any picture is read"
+    proc = imgclf('train', tmp_path/'no-such-folder', *args, home=imgclf_home, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr  # not "no such folder": the options are checked first
+    assert 'Traceback' not in proc.stderr
 
 
 @pytest.mark.parametrize('setup,message', [
@@ -135,7 +148,7 @@ run(sys.argv[1:])
 @pytest.mark.parametrize('missing,args,extra', [
     (['starlette'], ['serve', '--model', 'm.safetensors'], 'serve'),
     (['voila'], ['app', '--model', 'm.safetensors', '--no-browser'], 'app'),
-    (['accelerate'], ['train', '.', '--processes', '2'], 'distributed'),
+    (['accelerate'], ['train', '.', '--recipe', 'fine_tune', '--processes', '2'], 'distributed'),
 ])
 def test_a_missing_extra_is_named_in_one_line(missing, args, extra, tmp_path, imgclf_home):
     "A command whose extra is not installed says which one to install, in one line, before doing anything"

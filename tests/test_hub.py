@@ -6,6 +6,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 from conftest import BIN, free_port, serving
+from imgclf.model import FORMAT_VERSION
 
 REPO, COMMIT = 'stand-in/tiny', 'c0ffee' * 6 + 'c0ff'  # a hub id and the 40-hex commit its files are at
 LFS = ('model.safetensors',)  # served as the Hub serves large files: their sha256 as X-Linked-Etag
@@ -105,11 +106,29 @@ def test_a_name_the_hub_does_not_have_says_so(hub, photos, imgclf_home, tmp_path
     assert 'hf-hub:stand-in/nothing: no such model on the Hugging Face hub' in proc.stderr
 
 
+def test_the_linear_recipe_on_a_hub_model(hub, photos, imgclf_home, tmp_path):
+    "`--recipe linear` (the default) with a hub model: its pooled features and one linear layer, in a file that rebuilds both"
+    import pandas as pd
+    from imgclf.model import read_header, load_model
+    out = tmp_path/'run'
+    proc = run(['train', str(photos), '--arch', f'hf-hub:{REPO}', '--size', '64', '--out', str(out), '--quiet'],
+               env(imgclf_home, hub.url, tmp_path/'cache'))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert 'a linear layer on its features' in proc.stdout
+    meta = json.loads(read_header(out/'model.safetensors')['__metadata__']['imgclf'])
+    assert meta['timm']['pooled'] is True and meta['timm']['levels'] == [] and [l['layer'] for l in meta['head']] == ['Linear']
+    ran = json.loads((out/'run.json').read_text())
+    assert ran['recipe'] == 'linear' and ran['epochs'] == 0 and ran['lr'] is None
+    wrong = pd.read_csv(out/'misclassified.csv')
+    clf = load_model(out/'model.safetensors')  # nothing downloaded: the file rebuilds the network
+    for f, predicted in zip(wrong.file, wrong.predicted): assert clf.predict(f).label == predicted, f
+
+
 @pytest.fixture(scope='module')
 def trained(hub, photos, imgclf_home, tmp_path_factory):
     "`imgclf train --arch hf-hub:stand-in/tiny` against the stand-in hub; the hub is stopped afterwards"
     out, cache = tmp_path_factory.mktemp('run'), tmp_path_factory.mktemp('hf_cache')
-    proc = run(['train', str(photos), '--arch', f'hf-hub:{REPO}', '--epochs', '1', '--size', '64', '--lr', '2e-3',
+    proc = run(['train', str(photos), '--arch', f'hf-hub:{REPO}', '--recipe', 'fine_tune', '--epochs', '1', '--size', '64', '--lr', '2e-3',
                 '--bs', '16', '--out', str(out), '--quiet'], env(imgclf_home, hub.url, cache))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     requests = list(hub.requests)
@@ -124,7 +143,7 @@ def test_weights_came_from_the_hub_and_the_file_records_the_architecture(trained
     assert ('GET', f'/{REPO}/resolve/main/model.safetensors') in requests
     assert list(cache.glob('models--stand-in--tiny/snapshots/*/model.safetensors'))  # in huggingface_hub's cache
     meta = json.loads(read_header(model)['__metadata__']['imgclf'])
-    assert meta['format_version'] == 2 and meta['arch'] == 'test_resnet'
+    assert meta['format_version'] == FORMAT_VERSION and meta['arch'] == 'test_resnet'
     rec = meta['timm']
     assert rec['name'] == f'hf-hub:{REPO}' and rec['pooled'] is False
     assert rec['features'] == json.loads(tiny_repo['config.json'])['num_features']
@@ -158,7 +177,7 @@ def test_loads_predicts_and_serves_with_the_hub_gone(trained, photos, imgclf_hom
 
 
 def test_hub_unreachable_is_one_line_and_status_2(photos, imgclf_home, tmp_path):
-    proc = run(['train', str(photos), '--arch', f'hf-hub:{REPO}', '--epochs', '1', '--size', '64', '--quiet',
+    proc = run(['train', str(photos), '--arch', f'hf-hub:{REPO}', '--size', '64', '--quiet',
                 '--out', str(tmp_path/'run')], env(imgclf_home, f'http://127.0.0.1:{free_port()}', tmp_path/'cache'))
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [l for l in proc.stderr.splitlines() if l.strip()]

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from imgclf.model import FORMAT_VERSION
 
 
 @pytest.fixture(scope='module')
@@ -134,7 +135,7 @@ def _head(meta_head, i, **kw): return [dict(l, **kw) if j == i else l for j, l i
     ('forbidden_argument', "model argument 'checkpoint_path' is not allowed"),
     ('unknown_step', "unknown transform 'exec'"),
     ('huge_size', 'size must be a whole number'),
-    ('newer_format', 'this imgclf reads versions 1 to 2'),
+    ('newer_format', f'this imgclf reads versions 1 to {FORMAT_VERSION}'),
 ])
 def test_bad_model_files_are_refused_naming_the_file(case, message, trained, tmp_path):
     from imgclf.core import ImgclfError
@@ -158,7 +159,7 @@ def test_bad_model_files_are_refused_naming_the_file(case, message, trained, tmp
             'forbidden_argument': lambda: _with_meta(good, timm={**meta['timm'], 'model_args': {'checkpoint_path': '/etc/passwd'}}),
             'unknown_step': lambda: _with_meta(good, transforms=[dict(op='exec', code='1')]),
             'huge_size': lambda: _with_meta(good, size=10**9),
-            'newer_format': lambda: _with_meta(good, format_version=3)}[case]()
+            'newer_format': lambda: _with_meta(good, format_version=FORMAT_VERSION + 1)}[case]()
     bad = tmp_path/f'{case}.safetensors'
     bad.write_bytes(data)
     for load in (load_model, load_classifier):

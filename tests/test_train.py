@@ -49,10 +49,10 @@ def test_offline_backbone_builds_without_network(imgclf_home, tmp_path, monkeypa
 def test_progress_in_a_log_is_one_line_per_epoch_and_quiet_is_silent(imgclf_home, tmp_path, capsys):
     "Output that is not a terminal (a log, CI) gets plain lines, no progress bar; `quiet=True` prints nothing at all"
     from imgclf.train import train_classifier
-    train_classifier(lfw_faces(), size=32, epochs=1, lr=1e-3, out=tmp_path, quiet=True)
+    train_classifier(lfw_faces(), recipe='fine_tune', size=32, epochs=1, lr=1e-3, out=tmp_path, quiet=True)
     out = capsys.readouterr()
     assert out.out == '' and '%' not in out.err and '\r' not in out.err
-    train_classifier(lfw_faces(), size=32, epochs=1, lr=1e-3, out=tmp_path)
+    train_classifier(lfw_faces(), recipe='fine_tune', size=32, epochs=1, lr=1e-3, out=tmp_path)
     out = capsys.readouterr()
     lines = out.out.splitlines()
     assert '\r' not in out.out + out.err and '|' not in out.out + out.err  # no bar drawn, not even one frame
@@ -76,7 +76,7 @@ def test_training_reads_pictures_once_and_upright(imgclf_home, tmp_path):
     up = Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
     exif = Image.Exif(); exif[0x0112] = 6
     up.transpose(Image.Transpose.ROTATE_90).save(data/'a'/'phone.png', exif=exif)
-    train_classifier(data, size=32, epochs=1, lr=1e-3, out=tmp_path/'run', quiet=True)
+    train_classifier(data, recipe='fine_tune', size=32, epochs=1, lr=1e-3, out=tmp_path/'run', quiet=True)
     cache = PresizeCache(presize_for(32))
     cached = cache.get(data/'a'/'phone.png')
     assert cached.shape == (40, 60, 3)  # upright: wider than high, as the photo is meant to be seen
@@ -84,7 +84,7 @@ def test_training_reads_pictures_once_and_upright(imgclf_home, tmp_path):
     orig = PresizeCache.make
     try:
         PresizeCache.make = lambda self, f: made.append(f) or orig(self, f)
-        train_classifier(data, size=32, epochs=1, lr=1e-3, out=tmp_path/'run', quiet=True)
+        train_classifier(data, recipe='fine_tune', size=32, epochs=1, lr=1e-3, out=tmp_path/'run', quiet=True)
     finally: PresizeCache.make = orig
     assert made == []
 
@@ -97,12 +97,12 @@ def test_two_processes_train_like_one(imgclf_home, tmp_path):
     from imgclf.train import train_classifier, valid_predictions
     data = flower_photos(tmp_path/'flowers')
     # one process, batches of 32; two processes, 16 each: the same batches and steps
-    learn = train_classifier(data, size=96, epochs=2, lr=3e-3, bs=32, out=tmp_path/'one', quiet=True)
+    learn = train_classifier(data, recipe='fine_tune', size=96, epochs=2, lr=3e-3, bs=32, out=tmp_path/'one', quiet=True)
     preds = valid_predictions(learn)
     one = float((preds.actual != preds.predicted).mean())
     out = tmp_path/'two'
     exe = Path(sys.executable).parent/'imgclf'
-    proc = subprocess.run([str(exe), 'train', str(data), '--processes', '2', '--size', '96', '--epochs', '2', '--lr', '3e-3',
+    proc = subprocess.run([str(exe), 'train', str(data), '--recipe', 'fine_tune', '--processes', '2', '--size', '96', '--epochs', '2', '--lr', '3e-3',
                            '--bs', '16', '--out', str(out), '--quiet'], capture_output=True, text=True, timeout=600,
                           env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stderr[-3000:]
