@@ -25,7 +25,7 @@ def phone_photo(path:Path, up:Image.Image, target:int=20_000_000):
     """Write `up` as a phone would: a 24 MP JPEG (over `target` bytes) stored sideways with EXIF orientation 6, the way
     phones store portrait shots"""
     up = up.convert('RGB').resize((6000, 4000), Image.BICUBIC)
-    noise = np.random.default_rng(0).normal(0, 16, (4000, 6000, 3)).astype(np.int16)  # sensor noise: a big file
+    noise = np.random.default_rng(0).normal(0, 24, (4000, 6000, 3)).astype(np.int16)  # sensor noise: a big file
     up = Image.fromarray((np.asarray(up, dtype=np.int16) + noise).clip(0, 255).astype(np.uint8))
     exif = Image.Exif(); exif[0x0112] = 6  # "turn me 90 degrees clockwise to view"
     up.transpose(Image.Transpose.ROTATE_90).save(path, 'JPEG', quality=98, exif=exif)
