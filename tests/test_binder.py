@@ -156,7 +156,7 @@ def test_phone_photo_of_20_mb(server, browser, model, tmp_path):
     from imgclf.photos import flower_photos
     path = tmp_path/'phone.jpg'
     im = Image.open(image_files(flower_photos()/'sunflower')[3]).convert('RGB').resize((6000, 4000), Image.BICUBIC)
-    noise = np.random.default_rng(0).normal(0, 16, (4000, 6000, 3)).astype(np.int16)  # sensor noise: a big file
+    noise = np.random.default_rng(0).normal(0, 24, (4000, 6000, 3)).astype(np.int16)  # sensor noise: a big file
     Image.fromarray((np.asarray(im, dtype=np.int16) + noise).clip(0, 255).astype(np.uint8)).save(path, 'JPEG', quality=98)
     assert path.stat().st_size > 20_000_000, path.stat().st_size
     page = open_app(browser, server)
