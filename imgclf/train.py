@@ -168,6 +168,10 @@ def linear_learner(dls:DataLoaders, # from `image_dls`, with no normalisation of
     return learn
 
 # %% ../nbs/04_train.ipynb #07995f3c
+def _interactive() -> bool:
+    "Whether output goes to a notebook or a terminal, where progress bars redraw in place (in a log file each redraw is a line)"
+    return IN_NOTEBOOK or sys.stdout.isatty()
+
 def features(body:nn.Module, # `pretrained_features`
              dl, # a fastai `DataLoader` of pictures and labels
              quiet:bool=True, # no progress bar
@@ -192,7 +196,7 @@ def fit_linear(learn:Learner, # from `linear_learner`
     from threadpoolctl import threadpool_limits
     from imgclf.rank import C_N
     dl = learn.dls.test_dl(learn.dls.train_ds.items, with_labels=True)  # validation transforms: the whole picture, no randomness
-    X, y = features(learn.model[0], dl, quiet or not (IN_NOTEBOOK or sys.stdout.isatty()))  # a bar in a log is one line per update
+    X, y = features(learn.model[0], dl, quiet or not _interactive())
     if len(set(y.tolist())) < 2: raise ImgclfError(f'A classifier needs training pictures of two classes or more; these are all {learn.dls.vocab[int(y[0])]!r}')
     with threadpool_limits(1):  # one BLAS thread: about 2x faster for fits this small
         reg = LogisticRegression(C=(c_n or C_N) / len(y), max_iter=3000).fit(X, y)
@@ -214,7 +218,7 @@ def _epoch_logger(learn:Learner):
 
 def _fit(learn:Learner, fit, quiet:bool, interactive:bool|None=None):
     "Call `fit()` with bars and a table (notebook, terminal), plain lines (a log), or silently (`quiet`)"
-    if interactive is None: interactive = IN_NOTEBOOK or sys.stdout.isatty()
+    if interactive is None: interactive = _interactive()
     if quiet:
         with learn.no_bar(), learn.no_logging(): return fit()
     if interactive: return fit()
@@ -311,16 +315,15 @@ def train_classifier(path:Path|None=None, # folder of class folders; default: th
     "Check `path`, build the data, train a classifier on a pretrained `arch` by `recipe`; return the trained `Learner`"
     check_recipe(recipe, epochs=epochs, lr=lr, cbs=cbs)
     path = Path(path) if path is not None else flower_photos()
+    size = size or RECIPE_SIZES[recipe]
     if recipe == 'linear':
         if num_distrib() > 1: raise ImgclfError('Training in several processes is for the fine_tune recipe: the linear one computes each picture once')
-        size = size or RECIPE_SIZES[recipe]
         set_seed(seed, reproducible=True)
         dls = image_dls(path, valid_pct=valid_pct, seed=seed, bs=bs, item_tfms=Resize(size, ResizeMethod.Squish), report=report,
                         presize=presize_for(size) if cache else None)
         learn = fit_linear(linear_learner(dls, arch, out=out), quiet=quiet)
         learn.recipe, learn.lr_used, learn.epochs_used = recipe, None, 0
         return learn
-    size = size or RECIPE_SIZES[recipe]
     state = _process_state()  # several processes: set up their communication first
     keep_freed_memory()  # see 00_core: on a CPU, ~40% of the time went to the kernel zeroing freed memory again
     set_seed(seed, reproducible=True)
