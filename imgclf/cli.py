@@ -70,14 +70,28 @@ def _train_and_export(data, out:Path, arch, recipe, epochs, size, lr, bs, valid_
                 seed=seed, seconds=round(secs, 1), error_rate=summary['error_rate'], vocab=list(learn.dls.vocab),
                 processes=getattr(learn, 'processes', 1))
     with atomic_path(Path(out)/'run.json') as t: t.write_text(json.dumps(meta, indent=2))
-    return dict(model=model, **meta)
+    return dict(model=model, **meta, valid=[str(f) for f in learn.dls.valid_ds.items])
+
+def _planted_line(data:Path, valid:list, wrong:list) -> str:
+    "What the demo's error rate means: how many validation photos are planted mistakes, and how many of the errors are those"
+    from imgclf.photos import planted_problems
+    planted = set(planted_problems().file)
+    rel = lambda fs: [Path(f).relative_to(data).as_posix() for f in fs]
+    valid, wrong = rel(valid), rel(wrong)
+    mine = [f for f in valid if f in planted]
+    hit = [f for f in wrong if f in planted]
+    return (f'{len(mine)} of the {len(valid)} validation photos are planted mistakes (wrong class, not a flower, a duplicate); '
+            f'{len(hit)} of the {len(wrong)} photos counted as errors are among them: there a "wrong" answer can be the right one.')
 
 def cmd_demo(args):
     "Train on the built-in flower photos, export, report"
+    import pandas as pd
     from imgclf.photos import flower_photos
     out = Path(args.out or imgclf_home()/'demo')
     print('Training on the built-in photos: about 400 real photos of five kinds of flower, with a few planted mistakes.')
-    res = _train_and_export(flower_photos(), out, args.arch, args.recipe, args.epochs, args.size, args.lr, 32, 0.2, args.seed, quiet=args.quiet)
+    data = flower_photos()
+    res = _train_and_export(data, out, args.arch, args.recipe, args.epochs, args.size, args.lr, 32, 0.2, args.seed, quiet=args.quiet)
+    print(_planted_line(data, res['valid'], pd.read_csv(out/'misclassified.csv').file))
     print(f'\nOpen the app with this model:  imgclf app --model {res["model"]}')
     return res
 

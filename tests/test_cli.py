@@ -27,6 +27,10 @@ def test_demo_trains_reports_and_exports(demo_run):
     classes = pd.read_csv(out/'classes.csv', index_col=0)
     assert list(classes.index) == flowers and classes.images.sum() == 81
     assert len(pd.read_csv(out/'misclassified.csv')) == round(err/100*81)
+    m = re.search(r'(\d+) of the 81 validation photos are planted mistakes .*; (\d+) of the (\d+) photos counted as errors', proc.stdout)
+    assert m, proc.stdout  # what the error rate means on these photos
+    planted, among, errors = map(int, m.groups())
+    assert errors == round(err/100*81) and 0 < planted <= 16 and among <= min(planted, errors)
     assert Image.open(out/'confusion_matrix.png').size[0] > 100
     assert not list(out.rglob('*.part'))
 
