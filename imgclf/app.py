@@ -10,11 +10,12 @@ import ipywidgets as widgets
 from IPython.display import display, HTML
 from .core import ImgclfError
 from .images import open_image, DownloadError
+from .modelfile import find_model
 from fastcore.basics import patch_to
 
 # %% auto #0
 __all__ = ['WEBSOCKET_LIMIT', 'MAX_UPLOAD', 'uploaded_files', 'clear_upload', 'visitor_message', 'max_upload', 'ClassifierApp',
-           'repo_root', 'model_path', 'load_app']
+           'load_app']
 
 # %% ../nbs/06a_app.ipynb #11df11be
 def uploaded_files(value) -> list[tuple[str, bytes]]:
@@ -222,32 +223,13 @@ def _on_upload(self, change):
         _log.exception('Reading the upload failed')
         self.say('Sorry, the upload could not be read. Please try again.', error=True)
 
-# %% ../nbs/06a_app.ipynb #8008e5e5
-def repo_root(start:Path|None=None, # where to start looking; default the current folder
-             ) -> Path|None:
-    "The nearest folder at or above `start` that holds `settings.ini` or `.git`: the root of an imgclf project"
-    start = Path(start or Path.cwd()).absolute()
-    return next((d for d in [start, *start.parents] if (d/'settings.ini').is_file() or (d/'.git').exists()), None)
-
-def model_path(model:Path|str|None=None, # a model file; default `$IMGCLF_MODEL`, else the demo model
-               root:Path|None=None, # where a relative `$IMGCLF_MODEL` starts; default `repo_root()`, else the current folder
-              ) -> Path:
-    "The model file the app serves; a relative `$IMGCLF_MODEL` is taken from the repository root"
-    if model is None and os.environ.get('IMGCLF_MODEL'):
-        model = Path(os.environ['IMGCLF_MODEL']).expanduser()
-        if not model.is_absolute(): model = (root or repo_root() or Path.cwd())/model
-    if model is None:
-        from imgclf.export import demo_model  # trains it the first time, which needs fastai; `imgclf app` passes the path
-        return demo_model()
-    return Path(model)
-
 # %% ../nbs/06a_app.ipynb #c229e8b4
-def load_app(model:Path|str|None=None, # a model file; default `model_path()`
+def load_app(model:Path|str|None=None, # a model file; default `find_model()`
              **kwargs, # passed to `ClassifierApp`
             ):
     "A `ClassifierApp` for `model`, or a widget saying that the app cannot run"
     from imgclf.model import load_model  # torch: imported here, so that `imgclf app` starts Voila without it
-    try: return ClassifierApp(load_model(model_path(model)), **kwargs)
+    try: return ClassifierApp(load_model(find_model(model)), **kwargs)
     except ImgclfError as e:
         _log.error('The app could not load its model: %s', e)
         return widgets.HTML('<p style="color:#b00020">Sorry, this app cannot run at the moment: its model could not be '

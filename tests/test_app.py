@@ -86,11 +86,13 @@ def test_a_safe_model_can_be_committed():
         assert proc.returncode == (0 if ignored else 1), path
 
 
-def test_relative_model_path_starts_at_the_repository_root():
+def test_relative_model_path_starts_at_the_repository_root(tmp_path):
     "Voila runs the app's kernel in nbs/: a relative IMGCLF_MODEL still means a path from the repository root"
-    proc = subprocess.run([sys.executable, '-c', 'from imgclf.app import model_path; print(model_path())'], cwd=ROOT/'nbs',
+    (tmp_path/'settings.ini').touch(); (tmp_path/'nbs').mkdir(); (tmp_path/'models').mkdir()
+    (tmp_path/'models'/'bears.safetensors').touch()
+    proc = subprocess.run([sys.executable, '-c', 'from imgclf.modelfile import find_model; print(find_model())'], cwd=tmp_path/'nbs',
                           env={**os.environ, 'IMGCLF_MODEL': 'models/bears.safetensors'}, capture_output=True, text=True, timeout=120)
-    assert proc.stdout.strip() == str(ROOT/'models'/'bears.safetensors'), proc.stderr[-2000:]
+    assert proc.stdout.strip() == str(tmp_path/'models'/'bears.safetensors'), proc.stderr[-2000:]
 
 
 @pytest.fixture(scope='module')
