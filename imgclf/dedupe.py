@@ -7,7 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 # %% auto #0
-__all__ = ['hash_distances', 'dedupe']
+__all__ = ['NEAR_DUP', 'hash_distances', 'dedupe']
+
+# %% ../nbs/lib/15_dedupe.ipynb #b7d0e001
+NEAR_DUP = 6  # pictures whose perceptual hashes differ in at most this many of their 64 bits are the same picture
 
 # %% ../nbs/lib/15_dedupe.ipynb #a30141ab
 def _popcount(x:np.ndarray) -> np.ndarray:
@@ -25,7 +28,7 @@ def hash_distances(a:list[str], # perceptual hashes, as hex strings
 
 # %% ../nbs/lib/15_dedupe.ipynb #aa38feaf
 def dedupe(rows:list[dict], # manifest rows; those with status 'kept' are compared
-           max_distance:int=6, # near duplicates differ in at most this many of the 64 hash bits (-1: exact copies only)
+           max_distance:int=NEAR_DUP, # near duplicates differ in at most this many of the 64 hash bits (-1: exact copies only)
           ) -> list[tuple]:
     "Drop duplicates within each class (keeping the largest); flag pictures found in two classes. Returns the flagged pairs"
     kept = [(i, r) for i, r in enumerate(rows) if r['status'] == 'kept' and r.get('phash')]

@@ -13,7 +13,7 @@ from .manifest import (GatherReport, read_manifest, write_manifest, _CAND_FIELDS
 from .download import fetch_bytes, download_images, is_transient, _run, _fetch_kw, _redact, _local_url, _StoreError
 from .search import (read_url_file, search_images_ddgs, search_images_commons, DDG_URL, COMMONS_API, QUERY_VARIANTS,
                            _search_ddgs, _search_commons, _sources, _folder_files)
-from .dedupe import dedupe, hash_distances
+from .dedupe import NEAR_DUP, dedupe, hash_distances
 
 # %% auto #0
 __all__ = ['gather', 'rebuild']
@@ -21,7 +21,7 @@ __all__ = ['gather', 'rebuild']
 # %% ../nbs/01_gather.ipynb #8b0bc037
 _SEARCH_KW = dict(retries=3, backoff=2.0, timeout=10)
 
-_LIMITS = dict(shrink=400, min_size=64, workers=64, near_dup=6, timeout=(5., 4.), deadline=30., max_bytes=20_000_000, retries=2)
+_LIMITS = dict(shrink=400, min_size=64, workers=64, near_dup=NEAR_DUP, timeout=(5., 4.), deadline=30., max_bytes=20_000_000, retries=2)
 
 def _limits(kw:dict) -> dict:
     "The download and picture limits in `kw`, with the defaults for those not given"
@@ -46,7 +46,7 @@ def _gather_core(dest:Path, man:_Manifest, cands:list, errors:list, todo_classes
                  shrink:int|None=400, # shrink so the longest side is at most this many pixels (0 or None: keep the size)
                  workers:int=64, # downloads at the same time
                  min_size:int=64, # refuse pictures whose short side is smaller than this
-                 near_dup:int=6, # pictures whose hashes differ in at most this many bits are duplicates (-1: exact only)
+                 near_dup:int=NEAR_DUP, # pictures whose hashes differ in at most this many bits are duplicates (-1: exact only)
                  timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
                  deadline:float=30., # seconds for each whole file, retries included, whatever the server does
                  max_bytes:int=20_000_000, # refuse files larger than this

@@ -10,9 +10,10 @@ from contextlib import contextmanager
 import re
 import numpy as np
 from PIL import Image, ImageOps
+from .core import ImgclfError
 
 # %% auto #0
-__all__ = ['decode_budget', 'DownloadError', 'load_image', 'upright_rgb', 'open_image']
+__all__ = ['decode_budget', 'DownloadError', 'load_image', 'upright_rgb', 'open_image', 'thumbnail']
 
 # %% ../nbs/lib/11_images.ipynb #3b90e7bc
 class DownloadError(Exception):
@@ -197,3 +198,21 @@ def open_image(src, # a path, the bytes of a file, or an already opened PIL imag
 def _read(path) -> bytes:
     try: return Path(path).read_bytes()
     except OSError as e: raise DownloadError(f'unreadable: {e.strerror or e}') from None
+
+# %% ../nbs/lib/11_images.ipynb #f1a0c002
+def thumbnail(data:bytes, # the image file's bytes
+              name:str='image', # its name, for the error message
+              size:int=192, # longest side, in pixels
+              enlarge:bool=True, # scale smaller images up to `size`
+              max_pixels:int=50_000_000, # refuse pictures claiming more pixels than this (decompression bombs)
+             ) -> bytes:
+    "A PNG whose longest side is `size` pixels, upright, or an `ImgclfError` if `data` is not a readable image"
+    if not data: raise ImgclfError(f'{name} is empty')
+    try: im = open_image(bytes(data), max_pixels, size=size)  # JPEG: decoded at a reduced scale, much faster
+    except DownloadError as e: raise ImgclfError(f'{name} is not an image that can be read ({e.reason})') from None
+    im.thumbnail((size, size))
+    if enlarge and max(im.size) < size:  # tiny images are scaled up to be seen
+        k = size / max(im.size)
+        im = im.resize((max(1, round(im.width*k)), max(1, round(im.height*k))), Image.NEAREST)
+    buf = io.BytesIO(); im.save(buf, format='PNG')
+    return buf.getvalue()

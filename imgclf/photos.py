@@ -4,15 +4,15 @@
 
 # %% ../nbs/00a_photos.ipynb #d18d239a
 from __future__ import annotations
-import io, os, shutil, tempfile
+import shutil
 from pathlib import Path
 import pandas as pd
-from PIL import Image, ImageOps
 import imgclf
-from .core import ImgclfError, imgclf_home, image_files, atomic_folder
+from .core import ImgclfError, imgclf_home, atomic_folder
+from .images import thumbnail  # shows a photo small; it lives with the other picture checks
 
 # %% auto #0
-__all__ = ['flower_photos', 'photo_credits', 'planted_problems', 'thumbnail']
+__all__ = ['flower_photos', 'photo_credits', 'planted_problems']
 
 # %% ../nbs/00a_photos.ipynb #8fae493a
 def _package_photos() -> Path:
@@ -45,24 +45,3 @@ def photo_credits(path:Path|None=None, # a copy made by `flower_photos`; default
 def planted_problems() -> pd.DataFrame:
     "The key to the planted problems of the built-in photos: file, problem, true_class, note"
     return pd.read_csv(_package_photos()/'planted.csv', keep_default_na=False)
-
-# %% ../nbs/00a_photos.ipynb #457b7b09
-def thumbnail(data:bytes, # the image file's bytes
-              name:str='image', # its name, for the error message
-              size:int=192, # longest side, in pixels
-              enlarge:bool=True, # scale smaller images up to `size`
-             ) -> bytes:
-    "A PNG whose longest side is `size` pixels, upright, or an `ImgclfError` if `data` is not a readable image"
-    if not data: raise ImgclfError(f'{name} is empty')
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.draft('RGB', (size, size))  # JPEG: decode at a reduced scale, much faster
-            im = ImageOps.exif_transpose(im).convert('RGB')  # phones store photos sideways, with a rotation tag
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImgclfError(f'{name} is not an image that can be read ({type(e).__name__})') from e
-    im.thumbnail((size, size))
-    if enlarge and max(im.size) < size:  # tiny images are scaled up to be seen
-        k = size / max(im.size)
-        im = im.resize((max(1, round(im.width*k)), max(1, round(im.height*k))), Image.NEAREST)
-    buf = io.BytesIO(); im.save(buf, format='PNG')
-    return buf.getvalue()
