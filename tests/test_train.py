@@ -4,7 +4,7 @@ import pytest
 import torch.hub
 from imgclf.core import ImgclfError, lfw_faces
 from imgclf.data import image_dls
-from imgclf.train import make_learner, BACKBONES
+from imgclf.train import make_learner, FASTAI_ARCHS
 
 
 @pytest.mark.parametrize('arch', ['resnet18', 'resnet34'])
@@ -15,7 +15,7 @@ def test_downloaded_backbone_offline_is_a_clear_error(arch, imgclf_home, tmp_pat
     dls = image_dls(lfw_faces(), size=32, bs=8)
     with pytest.raises(ImgclfError) as e: make_learner(dls, arch, out=tmp_path/'run')
     msg = str(e.value)
-    assert f'Could not get the ImageNet weights of {arch} from {BACKBONES[arch]["url"]}' in msg
+    assert f'Could not get the ImageNet weights of {arch} from {FASTAI_ARCHS[arch]["url"]}' in msg
     assert 'efficientnet_lite0' in msg
 
 
