@@ -14,8 +14,7 @@ from .modelfile import find_model
 from fastcore.basics import patch_to
 
 # %% auto #0
-__all__ = ['WEBSOCKET_LIMIT', 'MAX_UPLOAD', 'uploaded_files', 'clear_upload', 'visitor_message', 'max_upload', 'ClassifierApp',
-           'load_app']
+__all__ = ['ClassifierApp', 'load_app']
 
 # %% ../nbs/06a_app.ipynb #11df11be
 def uploaded_files(value) -> list[tuple[str, bytes]]:

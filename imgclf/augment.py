@@ -4,7 +4,6 @@
 
 # %% ../nbs/03_augment.ipynb #99dc8dbe
 from __future__ import annotations
-from pathlib import Path
 import imgclf.core  # before fastai: see 00_core
 from fastai.vision.all import (Resize, ResizeMethod, PadMode, RandomResizedCrop, aug_transforms, PILImage)
 

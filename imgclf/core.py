@@ -17,9 +17,8 @@ from PIL import Image, UnidentifiedImageError
 warnings.filterwarnings('ignore', message=r'.torch\.jit\.script. is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'RECIPE_SIZES', 'ImgclfError', 'need', 'class_name_problem', 'check_class_name', 'imgclf_home',
-           'atomic_path', 'atomic_write_bytes', 'atomic_folder', 'check_image', 'image_files', 'DatasetReport',
-           'too_few_images', 'scan_dataset', 'lfw_faces', 'keep_freed_memory']
+__all__ = ['IMAGE_EXTS', 'RECIPE_SIZES', 'ImgclfError', 'class_name_problem', 'check_class_name', 'imgclf_home', 'check_image',
+           'image_files', 'DatasetReport', 'scan_dataset', 'lfw_faces']
 
 # %% ../nbs/00_core.ipynb #fba15abe
 class ImgclfError(Exception):
@@ -171,6 +170,7 @@ def too_few_images(path:Path, c:str, n:int, need:int=1) -> ImgclfError:
     return ImgclfError(f'Class folder {path/c} has {n} usable image(s); it needs at least {need}. '
                        f'Add images or move the folder out of {path}.')
 
+# %% ../nbs/00_core.ipynb #27ae50a0
 def scan_dataset(path:Path, # a folder with one sub-folder of images per class
                  check:bool=True, # decode every image (slower, catches broken files)
                  min_per_class:int=1, # refuse classes with fewer usable images than this

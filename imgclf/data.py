@@ -12,12 +12,12 @@ import numpy as np
 from PIL import Image
 from .core import scan_dataset, DatasetReport, ImgclfError, imgclf_home, atomic_write_bytes, too_few_images  # before fastai: see 00_core
 from .images import open_image, DownloadError
+from fastcore.basics import patch_to
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, IntToFloatTensor, PILImage, RandomSplitter,
-                               parent_label, Resize, DataLoaders, ResizeMethod)
+                               parent_label, Resize, DataLoaders)
 
 # %% auto #0
-__all__ = ['LoadImage', 'image_datablock', 'PresizeCache', 'presize_for', 'check_cached', 'image_dls', 'class_counts',
-           'plot_class_counts']
+__all__ = ['image_datablock', 'PresizeCache', 'presize_for', 'image_dls', 'class_counts', 'plot_class_counts']
 
 # %% ../nbs/02_datablock.ipynb #6142277e
 class LoadImage:
@@ -89,40 +89,43 @@ class PresizeCache:
         a = self.make(f); self._save(p, a)
         return a
 
-    def build(self, files:list, # the pictures to have in the cache
-              workers:int|None=None, # threads decoding at once
-             ) -> list[tuple[Path, str]]:
-        "Decode and store every file not cached yet; `(file, reason)` for those that cannot be used"
-        self.used.clear()
-        def one(f):
-            try:
-                p = self.entry(f)
-                if p.exists():
-                    try: os.utime(p)  # its time says when it was last used: `prune` removes the longest unused first
-                    except OSError: pass
-                else: self._save(p, self.make(f))
-                self.used.add(p)
-            except FileNotFoundError: return 'file not found'
-            except DownloadError as e: return e.reason
-        with ThreadPoolExecutor(workers or min(8, 2*(os.cpu_count() or 1))) as ex: reasons = list(ex.map(one, files))
-        return [(Path(f), r) for f, r in zip(files, reasons) if r]
+# %% ../nbs/02_datablock.ipynb #4f3c95ca
+@patch_to(PresizeCache)
+def build(self, files:list, # the pictures to have in the cache
+          workers:int|None=None, # threads decoding at once
+         ) -> list[tuple[Path, str]]:
+    "Decode and store every file not cached yet; `(file, reason)` for those that cannot be used"
+    self.used.clear()
+    def one(f):
+        try:
+            p = self.entry(f)
+            if p.exists():
+                try: os.utime(p)  # its time says when it was last used: `prune` removes the longest unused first
+                except OSError: pass
+            else: self._save(p, self.make(f))
+            self.used.add(p)
+        except FileNotFoundError: return 'file not found'
+        except DownloadError as e: return e.reason
+    with ThreadPoolExecutor(workers or min(8, 2*(os.cpu_count() or 1))) as ex: reasons = list(ex.map(one, files))
+    return [(Path(f), r) for f, r in zip(files, reasons) if r]
 
-    def prune(self, max_mb:float|None=None, # the most the whole cache (every size) may hold; default $IMGCLF_CACHE_MB or 10240
-             ) -> int:
-        "Remove the longest unused entries of every size until the cache holds at most `max_mb`, never one `build` just used; how many were removed"
-        if max_mb is None: max_mb = float(os.environ.get('IMGCLF_CACHE_MB') or 10240)
-        found = []
-        for p in self.root.parent.glob('presize-*/*/*.npy'):
-            try: st = p.stat()
-            except OSError: continue
-            found.append((st.st_mtime_ns, st.st_size, p))
-        total, removed = sum(s for _, s, _ in found), 0
-        for _, s, p in sorted(found):
-            if total <= max_mb * 2**20: break
-            if p in self.used: continue
-            try: p.unlink(); total -= s; removed += 1
-            except OSError: pass  # gone already (another process), or not ours to remove
-        return removed
+@patch_to(PresizeCache)
+def prune(self, max_mb:float|None=None, # the most the whole cache (every size) may hold; default $IMGCLF_CACHE_MB or 10240
+         ) -> int:
+    "Remove the longest unused entries of every size until the cache holds at most `max_mb`, never one `build` just used; how many were removed"
+    if max_mb is None: max_mb = float(os.environ.get('IMGCLF_CACHE_MB') or 10240)
+    found = []
+    for p in self.root.parent.glob('presize-*/*/*.npy'):
+        try: st = p.stat()
+        except OSError: continue
+        found.append((st.st_mtime_ns, st.st_size, p))
+    total, removed = sum(s for _, s, _ in found), 0
+    for _, s, p in sorted(found):
+        if total <= max_mb * 2**20: break
+        if p in self.used: continue
+        try: p.unlink(); total -= s; removed += 1
+        except OSError: pass  # gone already (another process), or not ours to remove
+    return removed
 
 def presize_for(size:int) -> int:
     "The short side a cached picture keeps for training at `size`: room for random crops of 64% of its area or more"
@@ -166,7 +169,7 @@ def image_dls(path:Path, # a folder with one sub-folder of images per class
     dls = dblock.dataloaders(report.path, bs=bs, num_workers=num_workers, **kwargs)
     if len(dls.valid_ds) == 0:
         raise ImgclfError(f'{report.path} has too few images for a validation set of {valid_pct:.0%}: add images or raise valid_pct')
-    dls.report = report
+    dls.report, dls.presize = report, cache.size if cache else None  # export reads the cache's size here
     return dls
 
 # %% ../nbs/02_datablock.ipynb #2e5e8832

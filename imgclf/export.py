@@ -4,26 +4,23 @@
 
 # %% ../nbs/06_export.ipynb #c83c5b45
 from __future__ import annotations
-import math, os, pickle, warnings
+import math, pickle, warnings
 from pathlib import Path
 import torch, torch.nn as nn
 import numpy as np
 import pandas as pd
-from PIL import Image
 from .core import ImgclfError, atomic_path, imgclf_home, image_files  # before fastai
 from .model import (Prediction, Classifier, load_model, save_model, build_network, describe_timm, is_pickle, FORMAT,
-                    FORMAT_VERSION)
+                    FORMAT_VERSION, BUILTIN_TIMM_NAMES)
 from fastai.vision.all import (Learner, load_learner, PILImage, TensorImage, Resize, RandomResizedCrop, ToTensor,
                                IntToFloatTensor, Normalize, AffineCoordTfm, AdaptiveConcatPool2d, Flatten)
 from .train import demo_learner
 
 # %% auto #0
-__all__ = ['safe_parts', 'export_classifier', 'LearnerClassifier', 'load_classifier', 'as_classifier', 'predict_images',
-           'predict_image', 'predict_folder', 'demo_model']
+__all__ = ['export_classifier', 'LearnerClassifier', 'load_classifier', 'predict_images', 'predict_image', 'predict_folder',
+           'demo_model']
 
 # %% ../nbs/06_export.ipynb #7828f092
-_TIMM_NAMES = {'efficientnet_lite0': 'tf_efficientnet_lite0', 'resnet18': 'resnet18', 'resnet34': 'resnet34'}
-
 def _head_layers(head:nn.Module) -> list[tuple[dict, nn.Module]]:
     "The head's layers in order, each with its description for the model file"
     out = []
@@ -42,18 +39,22 @@ def _head_layers(head:nn.Module) -> list[tuple[dict, nn.Module]]:
 
 def _size(sz) -> list: return [int(sz[0]), int(sz[1])]
 
-def _presize(learn:Learner) -> int|None:
-    "The short side of the `PresizeCache` the learner's pictures came from (imgclf.data's `LoadImage`), if any"
-    if p := getattr(learn.dls, 'presize', None): return int(p)
-    try: fs = learn.dls.valid.dataset.tls[0].tfms.fs
+def _cache_in_tfms(dls) -> int|None:
+    "The short side of a `PresizeCache` in `dls`'s `LoadImage`, found in the closure fastai wraps it in (a `DataBlock` of your own)"
+    try: fs = dls.valid.dataset.tls[0].tfms.fs
     except (AttributeError, IndexError): return None
-    for t in fs:  # fastai wraps LoadImage in a Transform: find it in the wrapper's closure
+    for t in fs:
         for m in getattr(getattr(t, 'encodes', None), 'methods', []):
             for c in getattr(getattr(m, 'implementation', None), '__closure__', None) or ():
                 try: cache = getattr(c.cell_contents, 'cache', None)
                 except ValueError: continue
                 if cache is not None and isinstance(getattr(cache, 'size', None), int): return cache.size
     return None
+
+def _presize(learn:Learner) -> int|None:
+    "The short side of the `PresizeCache` the learner's pictures came from, if any: as `image_dls` noted it, else found in the transforms"
+    if 'presize' in vars(learn.dls): return learn.dls.presize
+    return _cache_in_tfms(learn.dls)
 
 def _valid_steps(learn:Learner) -> tuple[list, list, list]:
     "fastai's validation transforms of `learn` as model-file steps, and the normalisation's mean and std"
@@ -91,16 +92,16 @@ def _body(learn:Learner) -> dict:
     import timm
     from imgclf.model import PooledFeatures
     if isinstance(learn.model[0], PooledFeatures):  # the linear recipe: timm's network, pooled and with its `levels`
-        return describe_timm(learn.model[0].net, _TIMM_NAMES.get(learn.arch, learn.arch), levels=learn.model[0].levels)
+        return describe_timm(learn.model[0].net, BUILTIN_TIMM_NAMES.get(learn.arch, learn.arch), levels=learn.model[0].levels)
     if isinstance(learn.arch, str):  # any timm network: fastai's `TimmBody` holds it as timm made it
         body = learn.model[0]
         return describe_timm(body.model, learn.arch, pooled=not body.needs_pool)
-    arch = _TIMM_NAMES.get(getattr(learn.arch, '__name__', None))
-    if arch is None: raise ImgclfError(f'The safe model format knows timm networks and {", ".join(_TIMM_NAMES)}, not {learn.arch!r:.60}')
+    arch = BUILTIN_TIMM_NAMES.get(getattr(learn.arch, '__name__', None))
+    if arch is None: raise ImgclfError(f'The safe model format knows timm networks and {", ".join(BUILTIN_TIMM_NAMES)}, not {learn.arch!r:.60}')
     with torch.device('meta'): m = timm.create_model(arch, pretrained=False, num_classes=0, global_pool='')
     return describe_timm(m, learn.arch.__name__)
 
-def safe_parts(learn:Learner, # a trained learner with a timm body, or one of `imgclf.train.BACKBONES`
+def _safe_parts(learn:Learner, # a trained learner with a timm body, or one of `imgclf.train.FASTAI_ARCHS`
                name:str='classifier', # the model's name, shown by apps and the web service
               ) -> tuple[dict, dict]:
     "The description and the tensors of `learn`'s model file"
@@ -146,7 +147,7 @@ def export_classifier(learn:Learner, # a trained learner
         return dest
     if dest.suffix != '.safetensors':
         raise ImgclfError(f'{dest}: a model file in the safe format ends in .safetensors (or pass pickle=True for a fastai pickle)')
-    meta, tensors = safe_parts(learn, name or dest.stem)
+    meta, tensors = _safe_parts(learn, name or dest.stem)
     net = build_network(meta)
     net.load_state_dict(tensors)
     _check_same(learn, Classifier(net, meta))
@@ -180,6 +181,7 @@ def _batch(learn:Learner, imgs:list) -> torch.Tensor:
         return dl.after_batch((TensorImage(torch.stack(xs)),))[0]
     finally: dl.after_item.split_idx, dl.after_batch.split_idx = saved
 
+# %% ../nbs/06_export.ipynb #7bb196b3
 def _is_pickle(path:Path) -> bool:
     with open(path, 'rb') as f: return is_pickle(f.read(9))
 
@@ -204,6 +206,7 @@ def load_classifier(path:Path, # a `.safetensors` file from `export_classifier`,
         raise ImgclfError(f'{path} holds a fastai learner without class names; export a classifier trained on images')
     return LearnerClassifier(learn, path.stem)
 
+# %% ../nbs/06_export.ipynb #11ada17f
 def as_classifier(model) -> Classifier|LearnerClassifier:
     "`model` as something with `probs` and `predict`: a loaded classifier as it is, a fastai `Learner` wrapped"
     return LearnerClassifier(model) if isinstance(model, Learner) else model

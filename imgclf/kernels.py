@@ -4,7 +4,6 @@
 
 # %% ../nbs/lib/22_kernels.ipynb #04907ec7
 from __future__ import annotations
-from datetime import timedelta
 from jupyter_server._tz import utcnow
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 

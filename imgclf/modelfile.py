@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import ImgclfError, imgclf_home
 
 # %% auto #0
-__all__ = ['repo_root', 'demo_run_model', 'find_model']
+__all__ = ['find_model']
 
 # %% ../nbs/lib/19_modelfile.ipynb #a58e15b5
 def repo_root(start:Path|None=None, # where to start looking; default the current folder
@@ -19,7 +19,7 @@ def repo_root(start:Path|None=None, # where to start looking; default the curren
     return next((d for d in [start, *start.parents] if (d/'settings.ini').is_file() or (d/'.git').exists()), None)
 
 # %% ../nbs/lib/19_modelfile.ipynb #53e47789
-def demo_run_model() -> Path:
+def _demo_run_model() -> Path:
     "Where `imgclf demo` writes its model: `imgclf_home()/'demo'/'model.safetensors'`"
     return imgclf_home()/'demo'/'model.safetensors'
 
@@ -31,7 +31,7 @@ def find_model(model:Path|str|None=None, # a model file; a relative path starts 
         model = Path(os.environ['IMGCLF_MODEL']).expanduser()
         if not model.is_absolute(): model = (root or repo_root() or Path.cwd())/model
     if model is None:
-        if demo_run_model().is_file(): return demo_run_model()
+        if _demo_run_model().is_file(): return _demo_run_model()
         from imgclf.export import demo_model  # trains it the first time, with fastai
         return demo_model()
     model = Path(model).expanduser().absolute()

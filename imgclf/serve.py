@@ -16,7 +16,7 @@ from .core import ImgclfError
 from .model import Classifier, load_model
 
 # %% auto #0
-__all__ = ['Batcher', 'create_app', 'serve']
+__all__ = ['create_app', 'serve']
 
 # %% ../nbs/lib/18_serve.ipynb #4abee328
 class Batcher:

@@ -134,3 +134,16 @@ def test_app_without_a_model_serves_what_imgclf_demo_wrote(request, tmp_path):
     try: first = proc.stdout.readline()
     finally: stop(proc)
     assert first.startswith(f'Serving the app with {home/"demo"/"model.safetensors"} at http://127.0.0.1:'), first
+
+
+@pytest.mark.parametrize('how', ['option', 'environment'])
+def test_app_with_a_missing_model_says_so_in_one_line(tmp_path, how):
+    "`imgclf app` with a model file that is not there: one line naming it, status 1, and no server started"
+    from conftest import free_port
+    missing = tmp_path/'models'/'gone.safetensors'
+    env = {**os.environ, 'IMGCLF_HOME': str(tmp_path/'home')}
+    args = [str(BIN/'imgclf'), 'app', '--no-browser', '--port', str(free_port())]
+    if how == 'option': args += ['--model', 'models/gone.safetensors']  # relative: from where the command runs
+    else: env['IMGCLF_MODEL'] = str(missing)
+    proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, '', f'imgclf app: Model file not found: {missing}\n')
