@@ -4,13 +4,14 @@
 
 # %% ../nbs/06a_app.ipynb #dbb21c46
 from __future__ import annotations
-import base64, html, io, json, logging, os
+import base64, html, io, logging, os
 from pathlib import Path
 import ipywidgets as widgets
 from IPython.display import display, HTML
 from .core import ImgclfError
 from .images import open_image, DownloadError
 from .modelfile import find_model
+from .apppage import page_html
 from fastcore.basics import patch_to
 
 # %% auto #0
@@ -56,73 +57,6 @@ def max_upload() -> int:
 
 def _mb(n:int) -> str: return f'{n/1e6:.0f} MB' if n >= 10e6 else f'{n/1e6:.1f} MB'
 
-# %% ../nbs/06a_app.ipynb #3a1f00d5
-_CSS = """
-.imgclf-app { width: 100%; max-width: 980px; margin: 0 auto; padding: 0 4px; box-sizing: border-box; }
-.imgclf-app .widget-html-content { white-space: normal; line-height: 1.4; font-size: 15px; }
-.imgclf-main { flex-wrap: wrap; gap: 4px 20px; align-items: flex-start; }
-.imgclf-preview { flex: 1 1 320px; min-width: 0; max-width: 100%; }
-.imgclf-preview img { display: block; width: 100%; max-height: 72vh; object-fit: contain; object-position: left top; border-radius: 6px; }
-.imgclf-results { flex: 1 1 260px; min-width: 0; }
-.imgclf-answer { font-size: 24px; font-weight: 600; margin: 4px 0 10px; overflow-wrap: anywhere; }
-.imgclf-answer .imgclf-pct { font-weight: normal; }
-.imgclf-unsure { font-size: 15px; font-weight: normal; margin-top: 4px; }
-.imgclf-row { display: grid; grid-template-columns: minmax(0, 1fr) auto; column-gap: 10px; margin: 7px 0; }
-.imgclf-name { overflow-wrap: anywhere; }
-.imgclf-pct { white-space: nowrap; font-variant-numeric: tabular-nums; text-align: right; }
-.imgclf-bar { grid-column: 1 / span 2; height: 8px; background: #e8eaed; border-radius: 4px; overflow: hidden; }
-.imgclf-bar > div { height: 100%; background: #6b9cf0; }
-.imgclf-top .imgclf-bar > div { background: #2e7d32; }
-.imgclf-unsure-top .imgclf-bar > div { background: #c77c02; }
-.imgclf-error { color: #b00020; }
-.imgclf-static { display: none !important; }  /* screenshots for static pages, such as GitHub */
-.imgclf-upload.jupyter-button { font-size: 0; height: 44px; padding: 0 22px; width: auto; align-self: flex-start; border-radius: 6px; }
-.imgclf-upload.jupyter-button > i { font-size: 16px; margin-right: 8px; }
-.imgclf-upload.jupyter-button::after { content: "Choose a photo"; font-size: 16px; }
-@media (max-width: 600px) { .imgclf-upload.jupyter-button { width: 100%; } }
-"""
-
-# %% ../nbs/06a_app.ipynb #5ca1ab1e
-_JS = """
-(function() {
-  const title = %(title)s;
-  window.imgclfMaxUpload = %(limit)d;
-  const fix = () => {
-    if (document.title !== title) document.title = title;
-    document.querySelectorAll('.imgclf-upload:not([aria-label])').forEach(b => b.setAttribute('aria-label', 'Choose a photo'));
-    document.querySelectorAll('.imgclf-upload').forEach(b => { if (!b.title || b.title === 'null') b.title = 'Choose a photo to classify'; });
-  };
-  fix(); new MutationObserver(fix).observe(document.body, {childList: true, subtree: true});
-  if (window.imgclfGuard) return;
-  window.imgclfGuard = true;
-  // Voila stops the kernel of a page that is closed or reloaded with a POST carrying the page's `_xsrf` cookie, which
-  // its own page never sets: the server refuses the request and the kernel lives on until culled. The check compares
-  // that cookie with the value posted (double submit), so a random one of the page's own makes the request pass.
-  const config = document.getElementById('jupyter-config-data');
-  const page = config ? JSON.parse(config.textContent) : {};
-  if (page.appUrl === 'voila/' && !document.cookie.split('; ').some(c => c.startsWith('_xsrf='))) {
-    const token = Array.from(crypto.getRandomValues(new Uint8Array(16)), b => b.toString(16).padStart(2, '0')).join('');
-    document.cookie = '_xsrf=' + token + '; path=' + (page.baseUrl || '/') + '; SameSite=Strict';
-  }
-  const say = (text, error) => document.querySelectorAll('.imgclf-message .widget-html-content').forEach(m => {
-    const s = document.createElement('span'); s.textContent = text; if (error) s.className = 'imgclf-error';
-    m.replaceChildren(s); });
-  const mb = n => (n >= 10e6 ? (n / 1e6).toFixed(0) : (n / 1e6).toFixed(1)) + ' MB';
-  const read = FileReader.prototype.readAsArrayBuffer;
-  FileReader.prototype.readAsArrayBuffer = function(blob) {
-    if (blob instanceof File && document.querySelector('.imgclf-app')) {
-      if (blob.size > window.imgclfMaxUpload) {  // never sent: it would break the page's connection
-        say(blob.name + ' is ' + mb(blob.size) + ': this app takes photos of up to ' + mb(window.imgclfMaxUpload) +
-            '. Please choose a smaller photo.', true);
-        return;
-      }
-      say('Uploading ' + blob.name + ' (' + mb(blob.size) + ')...');
-    }
-    return read.call(this, blob);
-  };
-})();
-"""
-
 # %% ../nbs/06a_app.ipynb #7e57ab1e
 class ClassifierApp:
     "Choose a photo; see at once the model's answer and every class's probability"
@@ -152,8 +86,7 @@ class ClassifierApp:
 
     def page(self) -> HTML:
         "The style sheet and script the app's page needs"
-        title = json.dumps(self.title).replace('<', '\\u003c')  # a model named '</script>...' cannot end the script early
-        return HTML(f'<style>{_CSS}</style><script>{_JS % dict(title=title, limit=self.max_bytes)}</script>')
+        return HTML(page_html(self.title, self.max_bytes))
 
     def _ipython_display_(self): display(self.page(), self.widget)
 

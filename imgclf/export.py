@@ -39,6 +39,7 @@ def _head_layers(head:nn.Module) -> list[tuple[dict, nn.Module]]:
 
 def _size(sz) -> list: return [int(sz[0]), int(sz[1])]
 
+# %% ../nbs/06_export.ipynb #8ec4e503
 def _cache_in_tfms(dls) -> int|None:
     "The short side of a `PresizeCache` in `dls`'s `LoadImage`, found in the closure fastai wraps it in (a `DataBlock` of your own)"
     try: fs = dls.valid.dataset.tls[0].tfms.fs

@@ -67,6 +67,47 @@ async def _read_body(request:Request, limit:int) -> bytes:
 
 def _error(status:int, message:str) -> JSONResponse: return JSONResponse({'error': message}, status_code=status)
 
+# %% ../nbs/lib/18_serve.ipynb #9fe6973f
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{name}}</title>
+<style>
+ body{font:16px/1.4 system-ui,sans-serif;margin:0;padding:1rem;max-width:40rem;margin:auto;color:#222}
+ h1{font-size:1.4rem;margin:.2rem 0} .muted{color:#666;font-size:.9rem}
+ label.drop{display:block;border:2px dashed #999;border-radius:12px;padding:1.2rem;text-align:center;cursor:pointer;margin:1rem 0}
+ input[type=file]{display:none} img{max-width:100%;max-height:50vh;display:block;margin:0 auto;border-radius:8px}
+ .row{display:grid;grid-template-columns:minmax(0,1fr) 4.5rem;gap:.5rem;align-items:center;margin:.3rem 0}
+ .name{overflow-wrap:anywhere} .bar{grid-column:1/3;height:.5rem;background:#eee;border-radius:4px;overflow:hidden}
+ .bar span{display:block;height:100%;background:#4a7} .pct{text-align:right;font-variant-numeric:tabular-nums}
+ .answer{font-size:1.2rem;margin:.8rem 0} .error{color:#b00020}
+</style></head><body>
+<h1>{{name}}</h1><div class="muted">Classes: {{classes}}. Photos up to {{max_mb}} MiB.</div>
+<label class="drop">Choose or take a photo<input id="file" type="file" accept="image/*"></label>
+<img id="preview" alt="" hidden><div id="answer" class="answer" aria-live="polite"></div><div id="probs"></div>
+<script>
+const limit = {{limit}}, $ = id => document.getElementById(id);
+$('file').addEventListener('change', async e => {
+  const f = e.target.files[0]; if (!f) return;
+  $('probs').textContent = ''; $('answer').className = 'answer';
+  if (f.size > limit) { $('answer').className = 'answer error'; $('answer').textContent = 'This file is over {{max_mb}} MiB.'; return; }
+  $('preview').src = URL.createObjectURL(f); $('preview').hidden = false; $('answer').textContent = 'Classifying...';
+  const body = new FormData(); body.append('file', f);
+  try {
+    const r = await fetch('predict', {method: 'POST', body}), j = await r.json();
+    if (!r.ok) throw new Error(j.error || r.statusText);
+    $('answer').textContent = `${j.label} (${(100*j.probability).toFixed(1)}%)`;
+    for (const [c, p] of Object.entries(j.probs)) {
+      const row = document.createElement('div'); row.className = 'row';
+      row.innerHTML = '<span class="name"></span><span class="pct"></span><div class="bar"><span></span></div>';
+      row.querySelector('.name').textContent = c; row.querySelector('.name').title = c;
+      row.querySelector('.pct').textContent = (100*p).toFixed(1) + '%';
+      row.querySelector('.bar span').style.width = (100*p) + '%'; $('probs').append(row);
+    }
+  } catch (err) { $('answer').className = 'answer error'; $('answer').textContent = err.message; }
+});
+</script></body></html>"""
+
+# %% ../nbs/lib/18_serve.ipynb #8ca3fcb5
 def create_app(clf:Classifier, # a loaded model (from `imgclf.model.load_model`)
                max_mb:float=25, # largest upload accepted, in MiB
                max_batch:int=16, # most images through the network at once
@@ -110,46 +151,6 @@ def create_app(clf:Classifier, # a loaded model (from `imgclf.model.load_model`)
                             Route('/', index)], lifespan=lifespan)
     app.state.batcher = batcher
     return app
-
-# %% ../nbs/lib/18_serve.ipynb #9fe6973f
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{name}}</title>
-<style>
- body{font:16px/1.4 system-ui,sans-serif;margin:0;padding:1rem;max-width:40rem;margin:auto;color:#222}
- h1{font-size:1.4rem;margin:.2rem 0} .muted{color:#666;font-size:.9rem}
- label.drop{display:block;border:2px dashed #999;border-radius:12px;padding:1.2rem;text-align:center;cursor:pointer;margin:1rem 0}
- input[type=file]{display:none} img{max-width:100%;max-height:50vh;display:block;margin:0 auto;border-radius:8px}
- .row{display:grid;grid-template-columns:minmax(0,1fr) 4.5rem;gap:.5rem;align-items:center;margin:.3rem 0}
- .name{overflow-wrap:anywhere} .bar{grid-column:1/3;height:.5rem;background:#eee;border-radius:4px;overflow:hidden}
- .bar span{display:block;height:100%;background:#4a7} .pct{text-align:right;font-variant-numeric:tabular-nums}
- .answer{font-size:1.2rem;margin:.8rem 0} .error{color:#b00020}
-</style></head><body>
-<h1>{{name}}</h1><div class="muted">Classes: {{classes}}. Photos up to {{max_mb}} MiB.</div>
-<label class="drop">Choose or take a photo<input id="file" type="file" accept="image/*"></label>
-<img id="preview" alt="" hidden><div id="answer" class="answer" aria-live="polite"></div><div id="probs"></div>
-<script>
-const limit = {{limit}}, $ = id => document.getElementById(id);
-$('file').addEventListener('change', async e => {
-  const f = e.target.files[0]; if (!f) return;
-  $('probs').textContent = ''; $('answer').className = 'answer';
-  if (f.size > limit) { $('answer').className = 'answer error'; $('answer').textContent = 'This file is over {{max_mb}} MiB.'; return; }
-  $('preview').src = URL.createObjectURL(f); $('preview').hidden = false; $('answer').textContent = 'Classifying...';
-  const body = new FormData(); body.append('file', f);
-  try {
-    const r = await fetch('predict', {method: 'POST', body}), j = await r.json();
-    if (!r.ok) throw new Error(j.error || r.statusText);
-    $('answer').textContent = `${j.label} (${(100*j.probability).toFixed(1)}%)`;
-    for (const [c, p] of Object.entries(j.probs)) {
-      const row = document.createElement('div'); row.className = 'row';
-      row.innerHTML = '<span class="name"></span><span class="pct"></span><div class="bar"><span></span></div>';
-      row.querySelector('.name').textContent = c; row.querySelector('.name').title = c;
-      row.querySelector('.pct').textContent = (100*p).toFixed(1) + '%';
-      row.querySelector('.bar span').style.width = (100*p) + '%'; $('probs').append(row);
-    }
-  } catch (err) { $('answer').className = 'answer error'; $('answer').textContent = err.message; }
-});
-</script></body></html>"""
 
 # %% ../nbs/lib/18_serve.ipynb #562b865f
 def serve(model:Path, # a `.safetensors` model file

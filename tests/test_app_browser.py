@@ -165,7 +165,7 @@ def test_classifies_on_upload(server, browser, model, photos):
         assert list(probs) == list(p.probs), probs  # every class, most likely first
         for c in classes: assert probs[c] == pytest.approx(100 * p.probs[c], abs=0.051), (c, probs)
         assert page.locator('.imgclf-preview img').evaluate('i => i.naturalWidth') > 0
-    assert 'Traceback' not in page.inner_text('body')
+        assert page.locator('.imgclf-message').inner_text() == '' and page.locator('.imgclf-error').count() == 0  # no apology
     page.close()
 
 
@@ -231,7 +231,8 @@ def test_phone_screen_shows_every_percentage(server, browser, model, photos, tmp
     last = page.locator('.imgclf-row').last  # the page scrolls: the last class can be reached with the wheel
     page.mouse.move(195, 350)
     for _ in range(10): page.mouse.wheel(0, 400)
-    time.sleep(0.5)
+    page.wait_for_function("() => { const r = [...document.querySelectorAll('.imgclf-row')].pop().getBoundingClientRect();"
+                           " return r.top >= 0 && r.bottom <= innerHeight; }", timeout=30_000)  # scrolled into view
     box = last.bounding_box()
     assert box and 0 <= box['y'] and box['y'] + box['height'] <= 700, box
     page.close()
