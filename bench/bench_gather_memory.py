@@ -39,7 +39,7 @@ im = Image.open(io.BytesIO(data)); im.load()
 if sys.argv[2] == 'float64':
     a = np.asarray(im).astype(np.float64); Image.fromarray(np.clip(a / 65535. * 255 + 0.5, 0, 255).astype(np.uint8))
 else:
-    from imgclf.gather import load_image; load_image(data)
+    from imgclf.images import load_image; load_image(data)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 '''
 

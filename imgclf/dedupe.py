@@ -5,6 +5,7 @@
 # %% ../nbs/lib/15_dedupe.ipynb #dc853547
 from __future__ import annotations
 import numpy as np
+from .images import Failure
 
 # %% auto #0
 __all__ = ['NEAR_DUP', 'hash_distances', 'dedupe']
@@ -27,6 +28,8 @@ def hash_distances(a:list[str], # perceptual hashes, as hex strings
     return _popcount(ha[:, None] ^ hb[None, :]).astype(np.int32) if len(ha) and len(hb) else np.zeros((len(ha), len(hb)), np.int32)
 
 # %% ../nbs/lib/15_dedupe.ipynb #aa38feaf
+_DUP = Failure.DUPLICATE.value
+
 def dedupe(rows:list[dict], # manifest rows; those with status 'kept' are compared
            max_distance:int=NEAR_DUP, # near duplicates differ in at most this many of the 64 hash bits (-1: exact copies only)
           ) -> list[tuple]:
@@ -40,12 +43,12 @@ def dedupe(rows:list[dict], # manifest rows; those with status 'kept' are compar
                                -int(t[1]['bytes'] or 0), t[0]))
         keep, hashes, by_sha = [], [], {}
         for i, r in rs:
-            if same := by_sha.get(r['sha']): r.update(status='dropped', reason=f"duplicate: same picture as {same['file']}"); continue
+            if same := by_sha.get(r['sha']): r.update(status='dropped', reason=f"duplicate: same picture as {same['file']}", kind=_DUP); continue
             if hashes and max_distance >= 0:
                 d = hash_distances([r['phash']], hashes)[0]
                 j = int(d.argmin())
                 if d[j] <= max_distance:
-                    r.update(status='dropped', reason=f"near duplicate: of {keep[j]['file']} (distance {d[j]})"); continue
+                    r.update(status='dropped', reason=f"near duplicate: of {keep[j]['file']} (distance {d[j]})", kind=_DUP); continue
             keep.append(r); hashes.append(r['phash']); by_sha[r['sha']] = r
         survivors += keep
     for r in rows: r['cross_class'] = ''

@@ -14,11 +14,11 @@ import requests, urllib3
 from fastcore.meta import delegates
 from . import __version__
 from .core import atomic_write_bytes
-from .images import DownloadError, load_image, _not_image
-from .manifest import _CAND_FIELDS
+from .images import DownloadError, Failure, load_image, not_image
+from .manifest import CAND_FIELDS
 
 # %% auto #0
-__all__ = ['USER_AGENT', 'is_transient', 'fetch_bytes', 'download_images']
+__all__ = ['USER_AGENT', 'RETRY_STATUS', 'TRANSIENT', 'is_transient', 'retry_after', 'redact', 'fetch_bytes']
 
 # %% ../nbs/lib/13_download.ipynb #74421516
 USER_AGENT = f'imgclf/{__version__} (https://github.com/imgclf/imgclf; building an image dataset)'
@@ -72,6 +72,7 @@ def _watched(end:float, stop:threading.Event|None=None):
 def _register(conn):
     if (w := getattr(_local, 'watch', None)) is not None: w.add(conn)
 
+# %% ../nbs/lib/13_download.ipynb #d13a0001
 class _WatchedHTTP(urllib3.connection.HTTPConnection):
     def connect(self): _register(self); return super().connect()
     def request(self, *a, **kw): _register(self); return super().request(*a, **kw)
@@ -93,8 +94,8 @@ class _WatchedAdapter(requests.adapters.HTTPAdapter):
     def proxy_manager_for(self, *a, **kw):
         m = super().proxy_manager_for(*a, **kw); m.pool_classes_by_scheme = _WATCHED_POOLS; return m
 
-def _session(workers:int=64, # connections to keep open per host
-            ) -> requests.Session:
+def web_session(workers:int=64, # connections to keep open per host
+               ) -> requests.Session:
     "A `requests.Session` that says who it is and keeps enough connections open for `workers` threads"
     s = requests.Session()
     s.headers.update({'User-Agent': USER_AGENT, 'Accept': 'image/jpeg,image/png,image/webp,image/gif;q=0.9,*/*;q=0.5'})
@@ -102,7 +103,17 @@ def _session(workers:int=64, # connections to keep open per host
     s.mount('http://', a); s.mount('https://', a)
     return s
 
-def _retry_after(r:requests.Response) -> float|None:
+# %% ../nbs/lib/13_download.ipynb #d13a0004
+RETRY_STATUS = frozenset({408, 425, 429, *range(500, 600)})  # HTTP answers that mean "try again later"
+
+TRANSIENT = frozenset({Failure.TIMEOUT.value, Failure.CONNECTION.value, Failure.BUSY.value})  # kinds of failure that may pass
+
+def is_transient(kind:Failure|str|None, # a `DownloadError.kind`, or the `kind` of a manifest row
+                ) -> bool:
+    "Whether a failure of this kind may pass, so the next run should try again"
+    return getattr(kind, 'value', kind) in TRANSIENT
+
+def retry_after(r:requests.Response) -> float|None:
     "Seconds asked for by a `Retry-After` header (a number or a date), if any"
     v = r.headers.get('Retry-After', '').strip()
     if not v: return None
@@ -110,15 +121,32 @@ def _retry_after(r:requests.Response) -> float|None:
     try: return max(0., parsedate_to_datetime(v).timestamp() - time.time())
     except (TypeError, ValueError): return None
 
+# %% ../nbs/lib/13_download.ipynb #d13a0005
+class Retryable(Exception):
+    "A failure another try may cure: `reason` and `kind` as in `DownloadError`, and the seconds the server asked to `wait`"
+    def __init__(self, reason:str, kind:Failure=Failure.BUSY, wait:float|None=None):
+        super().__init__(reason); self.reason, self.kind, self.wait = reason, kind, wait
+
+class _Stopped(Exception): "The run was interrupted; this download is abandoned and not recorded"
+
+def retrying(attempt, # called with no arguments; raises `Retryable` when another try may succeed
+             retries:int, # tries again at most this many times
+             backoff:float, # seconds before the first retry, doubling each time; a wait the server asks for wins
+             max_wait:float, # never wait longer than this between tries
+             end:float|None=None, # a `time.monotonic()` time after which no retry starts
+             stop:threading.Event|None=None, # when set, stop waiting at once (the run was interrupted)
+            ):
+    "The one retry policy of downloads and searches: `attempt()`, tried again after a wait while it raises `Retryable`"
+    for i in range(retries + 1):
+        try: return attempt()
+        except Retryable as e:
+            wait = min(max_wait, e.wait if e.wait is not None else backoff * 2**i)
+            if i == retries or (end is not None and time.monotonic() + wait >= end): raise
+            if stop is None: time.sleep(wait)
+            elif stop.wait(wait): raise _Stopped() from None
+
 # %% ../nbs/lib/13_download.ipynb #95bd1df0
-_TRANSIENT = re.compile(r'^(timeout|connection error|http (408|425|429|5\d\d))\b')
-
-def is_transient(reason:str|None, # a `reason` from the manifest
-                ) -> bool:
-    "Whether a failure with this reason may pass, so the next run should try again"
-    return bool(reason and _TRANSIENT.match(reason))
-
-def _redact(url:str) -> str:
+def redact(url:str) -> str:
     "`url` without the password it may carry (`user:secret@host` -> `user:***@host`), for manifests and messages"
     try:
         p = urlsplit(url)
@@ -126,101 +154,101 @@ def _redact(url:str) -> str:
         return urlunsplit(p._replace(netloc=f'{p.username}:***@' + p.netloc.rpartition('@')[2]))
     except ValueError: return url
 
-_DIGITS = re.compile(r'\d{1,15}', re.ASCII)
-
-class _Retry(Exception):
-    def __init__(self, reason, wait): super().__init__(reason); self.reason, self.wait = reason, wait
-
-class _Stopped(Exception): "The run was interrupted; this download is abandoned and not recorded"
-
 def _get(s, url, timeout, left):
-    "`s.get(url)` streamed, no redirects followed, every failure a `DownloadError` with a short reason"
+    "`s.get(url)` streamed, no redirects followed, every failure a `DownloadError` with a short reason and its kind"
     try: return s.get(url, stream=True, allow_redirects=False, timeout=(min(timeout[0], left), min(timeout[1], left)))
-    except requests.exceptions.ConnectTimeout: raise DownloadError(f'timeout: no connection within {timeout[0]:g} s') from None
-    except requests.exceptions.ReadTimeout: raise DownloadError(f'timeout: no answer within {timeout[1]:g} s') from None
-    except requests.exceptions.SSLError: raise DownloadError('tls error: the certificate is not trusted or the handshake failed') from None
+    except requests.exceptions.ConnectTimeout: raise DownloadError(f'timeout: no connection within {timeout[0]:g} s', Failure.TIMEOUT) from None
+    except requests.exceptions.ReadTimeout: raise DownloadError(f'timeout: no answer within {timeout[1]:g} s', Failure.TIMEOUT) from None
+    except requests.exceptions.SSLError:
+        raise DownloadError('tls error: the certificate is not trusted or the handshake failed', Failure.TLS) from None
     except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
             requests.exceptions.URLRequired, urllib3.exceptions.LocationValueError, ValueError, UnicodeError) as e:
-        if type(e) is ValueError: raise DownloadError('bad redirect: the answer points to an address that is not a URL') from None
-        raise DownloadError(f'bad url: {_redact(url)[:80]} ({type(e).__name__})') from None
-    except requests.exceptions.RequestException as e: raise DownloadError(f'connection error: {type(e).__name__}') from None
+        if type(e) is ValueError:
+            raise DownloadError('bad redirect: the answer points to an address that is not a URL', Failure.REDIRECT) from None
+        raise DownloadError(f'bad url: {redact(url)[:80]} ({type(e).__name__})', Failure.BAD_URL) from None
+    except requests.exceptions.RequestException as e: raise DownloadError(f'connection error: {type(e).__name__}', Failure.CONNECTION) from None
+
+# %% ../nbs/lib/13_download.ipynb #d13a0008
+_DIGITS = re.compile(r'\d{1,15}', re.ASCII)
 
 def _fetch_once(url, s, timeout, end, deadline, max_bytes, max_redirects, stop):
-    "One attempt at `url`, following redirects by hand; raise `_Retry` for answers worth retrying"
+    "One attempt at `url`, following redirects by hand; raise `Retryable` for answers worth another try"
     cur, seen = url, {url}
     for _ in range(max_redirects + 1):
         try: scheme = urlparse(cur).scheme
         except ValueError: scheme = ''
-        if scheme not in ('http', 'https'): raise DownloadError(f'bad url: {_redact(cur)[:80]}')
+        if scheme not in ('http', 'https'): raise DownloadError(f'bad url: {redact(cur)[:80]}', Failure.BAD_URL)
         left = end - time.monotonic()
-        if left <= 0: raise DownloadError(f'timeout: over the {deadline:g} s deadline')
-        r = _get(s, cur, timeout, left)
-        with r:
-            if r.is_redirect:
-                try: nxt = urljoin(cur, r.headers.get('Location', ''))
-                except ValueError: raise DownloadError(f'bad redirect: {r.headers.get("Location", "")[:80]!r}') from None
-                if nxt in seen: raise DownloadError(f'redirect loop: {_redact(cur)} -> {_redact(nxt)}')
-                seen.add(nxt); cur = nxt; continue
-            if r.status_code in (408, 425, 429) or r.status_code >= 500: raise _Retry(f'http {r.status_code}', _retry_after(r))
-            if not 200 <= r.status_code < 300: raise DownloadError(f'http {r.status_code}')
-            cl = r.headers.get('Content-Length', '').strip()
-            if _DIGITS.fullmatch(cl) and int(cl) > max_bytes:
-                raise DownloadError(f'too large: {int(cl):,} bytes announced, the limit is {max_bytes:,}')
-            buf, chunks = bytearray(), r.raw.stream(65536, decode_content=True)  # decoded: a gzip bomb counts at its real size
-            while True:
-                if stop is not None and stop.is_set(): raise _Stopped()
-                if time.monotonic() > end: raise DownloadError(f'timeout: over the {deadline:g} s deadline ({len(buf):,} bytes received)')
-                try: chunk = next(chunks, b'')
-                except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
-                    raise DownloadError(f'timeout: silent for {timeout[1]:g} s while reading') from None
-                except (urllib3.exceptions.DecodeError, zlib.error): raise DownloadError('broken download: the compressed body does not decode') from None
-                except (urllib3.exceptions.HTTPError, OSError) as e: raise DownloadError(f'connection error: {type(e).__name__} while reading') from None
-                if not chunk: break
-                if not buf and (why := _not_image(chunk)): raise DownloadError(why)
-                buf += chunk
-                if len(buf) > max_bytes: raise DownloadError(f'too large: over {max_bytes:,} bytes')
-            return bytes(buf)
-    raise DownloadError(f'too many redirects: more than {max_redirects}')
+        if left <= 0: raise DownloadError(f'timeout: over the {deadline:g} s deadline', Failure.TIMEOUT)
+        with _get(s, cur, timeout, left) as r:
+            if not r.is_redirect: return _body(r, timeout, end, deadline, max_bytes, stop)
+            try: nxt = urljoin(cur, r.headers.get('Location', ''))
+            except ValueError: raise DownloadError(f'bad redirect: {r.headers.get("Location", "")[:80]!r}', Failure.REDIRECT) from None
+            if nxt in seen: raise DownloadError(f'redirect loop: {redact(cur)} -> {redact(nxt)}', Failure.REDIRECT)
+            seen.add(nxt); cur = nxt
+    raise DownloadError(f'too many redirects: more than {max_redirects}', Failure.REDIRECT)
 
+def _body(r, timeout, end, deadline, max_bytes, stop) -> bytes:
+    "The body of the answer `r`, read within the limits; a `DownloadError` (or `Retryable`) saying why not"
+    if r.status_code in RETRY_STATUS: raise Retryable(f'http {r.status_code}', Failure.BUSY, retry_after(r))
+    if not 200 <= r.status_code < 300: raise DownloadError(f'http {r.status_code}', Failure.HTTP)
+    cl = r.headers.get('Content-Length', '').strip()
+    if _DIGITS.fullmatch(cl) and int(cl) > max_bytes:
+        raise DownloadError(f'too large: {int(cl):,} bytes announced, the limit is {max_bytes:,}', Failure.TOO_LARGE)
+    buf, chunks = bytearray(), r.raw.stream(65536, decode_content=True)  # decoded: a gzip bomb counts at its real size
+    while True:
+        if stop is not None and stop.is_set(): raise _Stopped()
+        if time.monotonic() > end:
+            raise DownloadError(f'timeout: over the {deadline:g} s deadline ({len(buf):,} bytes received)', Failure.TIMEOUT)
+        try: chunk = next(chunks, b'')
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            raise DownloadError(f'timeout: silent for {timeout[1]:g} s while reading', Failure.TIMEOUT) from None
+        except (urllib3.exceptions.DecodeError, zlib.error):
+            raise DownloadError('broken download: the compressed body does not decode', Failure.BROKEN) from None
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise DownloadError(f'connection error: {type(e).__name__} while reading', Failure.CONNECTION) from None
+        if not chunk: return bytes(buf)
+        if not buf and (why := not_image(chunk)): raise DownloadError(why, Failure.NOT_IMAGE)
+        buf += chunk
+        if len(buf) > max_bytes: raise DownloadError(f'too large: over {max_bytes:,} bytes', Failure.TOO_LARGE)
+
+# %% ../nbs/lib/13_download.ipynb #d13a0009
 def fetch_bytes(url:str, # the web address of one image
                 session:requests.Session|None=None, # reuse one session (and its connections) across calls
-                timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
-                deadline:float=30., # seconds for the whole file (connecting, headers, body, retries), whatever the server does
-                max_bytes:int=20_000_000, # refuse files larger than this
+                *,
+                timeout:float|tuple, # seconds to connect, and the longest silence while reading
+                deadline:float, # seconds for the whole file (connecting, headers, body, retries), whatever the server does
+                max_bytes:int, # refuse files larger than this
+                retries:int, # try again this many times after HTTP 408, 425, 429 or 5xx
                 max_redirects:int=5, # follow at most this many redirects
-                retries:int=2, # try again this many times after HTTP 408, 429 or 5xx
                 max_wait:float=10., # never wait longer than this between tries, whatever `Retry-After` says
                 stop:threading.Event|None=None, # when set, give up at once (used to interrupt a run)
                ) -> bytes:
-    "The bytes at `url`, fetched within all the limits; raise `DownloadError` saying why not"
-    s = session or _session()
+    "The bytes at `url`, fetched within all the limits (`gather`'s signature holds their defaults); raise `DownloadError` saying why not"
+    s = session or web_session()
     timeout = timeout if isinstance(timeout, tuple) else (float(timeout), float(timeout))
     end = time.monotonic() + deadline
+    once = lambda: _fetch_once(url, s, timeout, end, deadline, max_bytes, max_redirects, stop)
     with _watched(end, stop) as w:  # shuts the socket at the deadline, even mid-header or mid-decompression
-        for attempt in range(retries + 1):
-            try: return _fetch_once(url, s, timeout, end, deadline, max_bytes, max_redirects, stop)
-            except _Retry as e:
-                wait = min(max_wait, e.wait if e.wait is not None else 0.5 * 2**attempt)
-                if attempt == retries or time.monotonic() + wait >= end: raise DownloadError(e.reason) from None
-                if stop is None: time.sleep(wait)
-                elif stop.wait(wait): raise _Stopped() from None
-            except _Stopped: raise
-            except DownloadError:
-                if w.fired: _expired(w, stop, end, deadline)
-                raise
-            except Exception as e:  # whatever a hostile server provokes in the HTTP stack: this URL alone fails
-                if w.fired: _expired(w, stop, end, deadline)
-                raise DownloadError(f'bad response: {type(e).__name__}') from None
+        try: return retrying(once, retries, 0.5, max_wait, end, stop)
+        except Retryable as e: raise DownloadError(e.reason, e.kind) from None
+        except _Stopped: raise
+        except DownloadError:
+            if w.fired: _expired(w, stop, deadline)
+            raise
+        except Exception as e:  # whatever a hostile server provokes in the HTTP stack: this URL alone fails
+            if w.fired: _expired(w, stop, deadline)
+            raise DownloadError(f'bad response: {type(e).__name__}', Failure.BAD_RESPONSE) from None
 
-def _expired(w, stop, end, deadline):
+def _expired(w, stop, deadline):
     "Raise what a fired watch means: the run was stopped, or the file ran past its deadline"
     if stop is not None and stop.is_set(): raise _Stopped()
-    raise DownloadError(f'timeout: over the {deadline:g} s deadline') from None
+    raise DownloadError(f'timeout: over the {deadline:g} s deadline', Failure.TIMEOUT) from None
 
 # %% ../nbs/lib/13_download.ipynb #af0eb29c
-class _StoreError(Exception): "Writing into the dataset folder failed (disk full, no permission): the run stops"
+class StoreError(Exception): "Writing into the dataset folder failed (disk full, no permission): the run stops"
 
-def _local_url(path:Path) -> str:
+def local_url(path:Path) -> str:
     "The manifest's `url` for a file of the user's: its path, or a `file:` URI when the name is not valid text"
     s = str(path)
     try: s.encode('utf-8'); return s
@@ -234,48 +262,62 @@ def _read_local(path:Path, max_bytes:int) -> bytes:
     "The bytes of a local file within the size limit; raise `DownloadError` saying why not"
     try:
         st = path.stat()
-        if not stat.S_ISREG(st.st_mode): raise DownloadError('not a file: a device, a pipe or a folder')  # /dev/zero never ends
-        if st.st_size > max_bytes: raise DownloadError(f'too large: {st.st_size:,} bytes, the limit is {max_bytes:,}')
+        if not stat.S_ISREG(st.st_mode):  # /dev/zero never ends
+            raise DownloadError('not a file: a device, a pipe or a folder', Failure.UNREADABLE)
+        if st.st_size > max_bytes: raise DownloadError(f'too large: {st.st_size:,} bytes, the limit is {max_bytes:,}', Failure.TOO_LARGE)
         with open(path, 'rb') as f: data = f.read(max_bytes + 1)
-        if len(data) > max_bytes: raise DownloadError(f'too large: over {max_bytes:,} bytes')
+        if len(data) > max_bytes: raise DownloadError(f'too large: over {max_bytes:,} bytes', Failure.TOO_LARGE)
         return data
-    except OSError as e: raise DownloadError(f'unreadable: {e.strerror or e}') from None
+    except OSError as e: raise DownloadError(f'unreadable: {e.strerror or e}', Failure.UNREADABLE) from None
 
+# %% ../nbs/lib/13_download.ipynb #d13a0011
 def _process(cands:list, root:Path, session, fetch_kw:dict, load_kw:dict, stop, decoder=None) -> list[dict]:
     "Fetch (or read) one URL once, check it, and store it for every class that asked for it; return their manifest rows"
-    rows = [{k: c.get(k, '') for k in _CAND_FIELDS} | dict(status='dropped', reason='', file='', phash='', note='', cross_class='',
-                                                        width=None, height=None, bytes=None) for c in cands]
-    c0 = cands[0]
-    try:
-        if c0.get('source') == 'folder': data = _read_local(_local_path(c0['url']), fetch_kw['max_bytes'])
-        else: data = fetch_bytes(c0.get('_fetch_url') or c0['url'], session, stop=stop, **fetch_kw)
-        sha = hashlib.sha256(data).hexdigest()
-        for r in rows: r.update(bytes=len(data), sha=sha)
-        out, ext, info = decoder.submit(load_image, data, **load_kw).result() if decoder else load_image(data, **load_kw)
+    rows = [{k: c.get(k, '') for k in CAND_FIELDS} | dict(status='dropped', reason='', kind='', file='', phash='', note='',
+                                                       cross_class='', width=None, height=None, bytes=None) for c in cands]
+    try: data, out, ext, info = _fetch_and_check(cands[0], session, fetch_kw, load_kw, stop, decoder, rows)
     except _Stopped: raise
-    except DownloadError as e: reason = e.reason
-    except MemoryError: reason = 'too large to decode: out of memory'
-    except Exception as e: reason = f'error: {type(e).__name__}: {e}'[:200]  # one candidate's problem never stops the run
+    except DownloadError as e: reason, kind = e.reason, e.kind
+    except MemoryError: reason, kind = 'too large to decode: out of memory', Failure.OUT_OF_MEMORY
+    except Exception as e: reason, kind = f'error: {type(e).__name__}: {e}'[:200], Failure.ERROR  # one candidate never stops the run
     else: reason = None
     if reason is not None:
-        for r in rows: r['reason'] = reason
+        for r in rows: r.update(reason=reason, kind=kind.value)
         return rows
     for r, c in zip(rows, cands):
-        if c.get('sha') and c['sha'] != sha:  # rebuilding from a manifest: it must be the same picture
-            r['reason'] = f"changed: the file's SHA-256 starts {sha[:16]}, not {c['sha'][:16]}"; continue
-        rel = Path(r['class'] or '.')/f'{sha[:16]}{ext}'
+        if c.get('sha') and c['sha'] != r['sha']:  # rebuilding from a manifest: it must be the same picture
+            r.update(reason=f"changed: the file's SHA-256 starts {r['sha'][:16]}, not {c['sha'][:16]}", kind=Failure.CHANGED.value); continue
+        rel = Path(r['class'] or '.')/f"{r['sha'][:16]}{ext}"
         try:
             if not (root/rel).exists(): atomic_write_bytes(root/rel, out)
-        except OSError as e: raise _StoreError(f'could not write {root/rel}: {e.strerror or e}') from None
+        except OSError as e: raise StoreError(f'could not write {root/rel}: {e.strerror or e}') from None
         r.update(status='kept', file=rel.as_posix(), **info)
     return rows
 
-def _run(cands:list, root:Path, workers:int, progress:bool, on_row, fetch_kw:dict, load_kw:dict, on_tick=None) -> list:
-    "Process `cands` in a thread pool, each URL once; call `on_row(row)` in the worker as rows finish, `on_tick()` here"
+def _fetch_and_check(c:dict, session, fetch_kw, load_kw, stop, decoder, rows):
+    "The bytes of candidate `c` (downloaded, or read from the user's folder), checked by `load_image`; notes its size and SHA-256 in `rows`"
+    if c.get('source') == 'folder': data = _read_local(_local_path(c['url']), fetch_kw['max_bytes'])
+    else: data = fetch_bytes(c.get('_fetch_url') or c['url'], session, stop=stop, **fetch_kw)
+    sha = hashlib.sha256(data).hexdigest()
+    for r in rows: r.update(bytes=len(data), sha=sha)
+    out, ext, info = decoder.submit(load_image, data, **load_kw).result() if decoder else load_image(data, **load_kw)
+    return data, out, ext, info
+
+# %% ../nbs/lib/13_download.ipynb #d13a0013
+def run_downloads(cands:list, # candidate dicts (`CAND_FIELDS`, and `_fetch_url` when the manifest's `url` hides a password)
+                  root:Path, # the folder to store pictures in, under their class
+                  workers:int, # downloads at the same time
+                  progress:bool, # show a progress bar
+                  on_row, # called with each finished manifest row, in the worker thread (or `None`)
+                  fetch_kw:dict, # `fetch_bytes`'s limits
+                  load_kw:dict, # `load_image`'s limits
+                  on_tick=None, # called in this thread as each URL finishes
+                 ) -> list:
+    "Process `cands` in a thread pool, each URL once; their manifest rows"
     if not cands: return []
     by_url = {}
     for c in cands: by_url.setdefault((c.get('source') == 'folder', c['url']), []).append(c)
-    session, stop, rows = _session(workers), threading.Event(), []
+    session, stop, rows = web_session(workers), threading.Event(), []
     # Many threads wait on the network; a few decode, one per core: decoding needs the CPU, and memory a thread
     # has used for pictures stays with it, so few decoding threads keep the memory of the run small.
     decoder = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix='imgclf-decode')
@@ -300,7 +342,6 @@ def _run(cands:list, root:Path, workers:int, progress:bool, on_row, fetch_kw:dic
 
 def _progress(it, total:int):
     "A progress bar in a terminal or notebook; in a log (not a terminal) a line at every tenth of the way"
-    import sys
     if sys.stdout.isatty() or 'ipykernel' in sys.modules:
         from fastprogress.fastprogress import progress_bar
         yield from progress_bar(it, total=total); return
@@ -308,23 +349,3 @@ def _progress(it, total:int):
     for i, x in enumerate(it, 1):
         yield x
         if i % step == 0 or i == total: print(f'{i}/{total} candidates done ({time.monotonic() - t0:.0f} s)', flush=True)
-
-@delegates(fetch_bytes, but=['session', 'stop', 'max_redirects', 'max_wait'])
-def download_images(urls:list[str], # image URLs
-                    dest:Path, # folder to save the good pictures into
-                    shrink:int|None=400, # shrink so the longest side is at most this (0 or None: keep the size)
-                    min_size:int=64, # refuse pictures whose short side is smaller than this
-                    workers:int=64, # downloads at the same time
-                    progress:bool=True, # show a progress bar
-                    **kwargs):
-    "Download, check and save the pictures at `urls` into `dest`, in parallel; one record per URL, in the order given"
-    dest = Path(dest).expanduser()
-    dest.mkdir(parents=True, exist_ok=True)
-    cands = [dict(source='urls', url=u, **{'class': ''}) for u in dict.fromkeys(urls)]
-    rows = _run(cands, dest, workers, progress, None, _fetch_kw(**kwargs), dict(shrink=shrink, min_size=min_size))
-    order = {u: i for i, u in enumerate(dict.fromkeys(urls))}
-    return sorted(rows, key=lambda r: order[r['url']])
-
-def _fetch_kw(timeout=(5., 4.), deadline=30., max_bytes=20_000_000, retries=2) -> dict:
-    "The limits each download runs under (see `fetch_bytes`)"
-    return dict(timeout=timeout, deadline=deadline, max_bytes=max_bytes, retries=retries)

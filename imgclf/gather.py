@@ -4,28 +4,60 @@
 
 # %% ../nbs/01_gather.ipynb #3bf2f879
 from __future__ import annotations
+import inspect
 from pathlib import Path
 from fastcore.meta import delegates
 from .core import ImgclfError
-from .images import DownloadError, load_image
-from .manifest import (GatherReport, read_manifest, write_manifest, _CAND_FIELDS, _open_dataset, _reconcile,
-                             _remove_own, _unknown_files, _searched, _class_dir)
-from .download import fetch_bytes, download_images, is_transient, _run, _fetch_kw, _redact, _local_url, _StoreError
-from .search import (read_url_file, search_images_ddgs, search_images_commons, DDG_URL, COMMONS_API, QUERY_VARIANTS,
-                           _search_ddgs, _search_commons, _sources, _folder_files)
-from .dedupe import NEAR_DUP, dedupe, hash_distances
+from .images import Failure
+from .manifest import (GatherReport, read_manifest, CAND_FIELDS, class_dir, open_dataset, reconcile, remove_stored,
+                             searched, unknown_files)
+from .download import StoreError, is_transient, local_url, redact, run_downloads
+from .search import (COMMONS_API, DDG_URL, QUERY_VARIANTS, check_sources, commons_results, ddgs_results, folder_files,
+                           read_url_file)
+from .dedupe import NEAR_DUP, dedupe
 
 # %% auto #0
-__all__ = ['gather', 'rebuild']
+__all__ = ['gather', 'rebuild', 'download_images']
 
 # %% ../nbs/01_gather.ipynb #8b0bc037
-_SEARCH_KW = dict(retries=3, backoff=2.0, timeout=10)
+def gather(dest:Path, # dataset folder to create or top up; one sub-folder per class
+           classes:dict, # class name -> search term, URL file, folder of pictures, or a list of these
+           max_images:int=150, # results to take from each search
+           search:str='ddgs', # where plain search terms are looked up: 'ddgs' or 'commons'
+           variants=QUERY_VARIANTS, # query templates for ddgs; `{term}` is replaced by the term
+           ddg_url:str=DDG_URL, # where DuckDuckGo is (tests point it at a local server)
+           commons_url:str=COMMONS_API, # where the Wikimedia Commons API is (tests point it at a local server)
+           shrink:int|None=400, # shrink so the longest side is at most this many pixels (0 or None: keep the size)
+           workers:int=64, # downloads at the same time
+           min_size:int=64, # refuse pictures whose short side is smaller than this
+           near_dup:int=NEAR_DUP, # pictures whose hashes differ in at most this many bits are duplicates (-1: exact only)
+           timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
+           deadline:float=30., # seconds for each whole file, retries included, whatever the server does
+           max_bytes:int=20_000_000, # refuse files larger than this
+           retries:int=2, # tries again after HTTP 408, 429 or 5xx
+           progress:bool=True, # show a progress bar
+          ) -> GatherReport:
+    "Build or top up a folder-per-class dataset in `dest` from searches, URL files and folders; a second run resumes"
+    lim = _limits({k: v for k, v in locals().items() if k in _LIMITS})
+    if not (isinstance(max_images, int) and max_images >= 1): raise ImgclfError(f'max_images must be at least 1, not {max_images!r}')
+    dest = _dataset_folder(dest)
+    plan = check_sources(classes, dest, search)
+    with open_dataset(dest) as man:
+        reconcile(man, dest)
+        cands, errors = _candidates(man, plan, max_images, variants, ddg_url, commons_url, shrink)
+        return _gather_core(dest, man, cands, errors, set(classes), lim)
 
-_LIMITS = dict(shrink=400, min_size=64, workers=64, near_dup=NEAR_DUP, timeout=(5., 4.), deadline=30., max_bytes=20_000_000, retries=2)
+# %% ../nbs/01_gather.ipynb #g01a0001
+_LIMITS = ('shrink', 'workers', 'min_size', 'near_dup', 'timeout', 'deadline', 'max_bytes', 'retries', 'progress')  # `gather`'s defaults
+_FETCH = ('timeout', 'deadline', 'max_bytes', 'retries')  # the limits `fetch_bytes` takes
 
 def _limits(kw:dict) -> dict:
-    "The download and picture limits in `kw`, with the defaults for those not given"
-    return {k: kw.get(k, v) for k, v in _LIMITS.items()}
+    "The download and picture limits in `kw`, `gather`'s defaults for those not given; each checked"
+    if extra := set(kw) - set(_LIMITS): raise TypeError(f'unexpected keyword argument(s): {", ".join(sorted(extra))}')
+    sig = inspect.signature(gather).parameters
+    lim = {k: kw.get(k, sig[k].default) for k in _LIMITS}
+    _check_limits(**{k: v for k, v in lim.items() if k != 'progress'})
+    return lim
 
 def _check_limits(shrink, min_size, workers, near_dup, timeout, deadline, max_bytes, retries):
     "Refuse settings that make no sense, naming them, before anything is downloaded"
@@ -42,29 +74,49 @@ def _check_limits(shrink, min_size, workers, near_dup, timeout, deadline, max_by
     need(isinstance(max_bytes, int) and max_bytes > 0, f'max_bytes must be a number of bytes above 0, not {max_bytes!r}')
     need(isinstance(retries, int) and retries >= 0, f'retries must be 0 or more, not {retries!r}')
 
-def _gather_core(dest:Path, man:_Manifest, cands:list, errors:list, todo_classes:set,
-                 shrink:int|None=400, # shrink so the longest side is at most this many pixels (0 or None: keep the size)
-                 workers:int=64, # downloads at the same time
-                 min_size:int=64, # refuse pictures whose short side is smaller than this
-                 near_dup:int=NEAR_DUP, # pictures whose hashes differ in at most this many bits are duplicates (-1: exact only)
-                 timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
-                 deadline:float=30., # seconds for each whole file, retries included, whatever the server does
-                 max_bytes:int=20_000_000, # refuse files larger than this
-                 retries:int=2, # tries again after HTTP 408, 429 or 5xx
-                 progress:bool=True, # show a progress bar
-                ) -> GatherReport:
+def _dataset_folder(dest) -> Path:
+    "`dest` as a path, refused if it is a file"
+    dest = Path(dest).expanduser()
+    if dest.exists() and not dest.is_dir(): raise ImgclfError(f'The dataset folder is a file: {dest}')
+    return dest
+
+# %% ../nbs/01_gather.ipynb #g01a0003
+def _candidates(man, plan:list, max_images:int, variants, ddg_url:str, commons_url:str, shrink) -> tuple[list, list]:
+    "The candidates of each (class, kind, value) in `plan`, searches the manifest already holds skipped; and (class, message) for failed searches"
+    cands, errors = [], []
+    for c, kind, value in plan:
+        if kind == 'urls': cands += [dict(source='urls', query=value.name, url=redact(u), _fetch_url=u, **{'class': c})
+                                     for u in read_url_file(value)]
+        elif kind == 'folder': cands += [dict(source='folder', query=local_url(value), url=local_url(f.resolve()), **{'class': c})
+                                         for f in folder_files(value)]
+        elif searched(man, c, kind, value, variants): continue
+        else:
+            if kind == 'ddgs': found, errs = ddgs_results(value, max_images, variants, base_url=ddg_url)
+            else: found, errs = commons_results(value, max_images, shrink or None, api_url=commons_url)
+            cands += [dict(r, url=redact(r['url']), _fetch_url=r['url'], **{'class': c}) for r in found]
+            errors += [(c, e) for e in errs] or ([] if found else [(c, f'{kind} {value!r}: no results')])
+    return cands, errors
+
+# %% ../nbs/01_gather.ipynb #g01a0005
+def _gather_core(dest:Path, man, cands:list, errors:list, todo_classes:set, lim:dict) -> GatherReport:
     "Download what the manifest still needs, deduplicate, write the manifest: the part `gather` and `rebuild` share"
-    for c in cands: man.add({k: c.get(k, '') for k in _CAND_FIELDS + ['_fetch_url']} | dict(status='pending'))
+    for c in cands: man.add({k: c.get(k, '') for k in CAND_FIELDS + ['_fetch_url']} | dict(status='pending'))
     man.checkpoint()
     todo = [r for r in man.rows.values() if r['class'] in todo_classes
-            and (r['status'] == 'pending' or r['status'] == 'dropped' and is_transient(r['reason']))]
+            and (r['status'] == 'pending' or r['status'] == 'dropped' and is_transient(r.get('kind')))]
     for r in todo:
         if '***@' in r['url'] and not r.get('_fetch_url'):  # its password was never stored: it cannot be fetched again
-            r.update(status='dropped', reason='needs a password: list the URL with its password again to fetch it'); man.update(r)
-    todo = [r for r in todo if r['status'] == 'pending' or is_transient(r['reason'])]
-    try: _run(todo, dest, workers, progress, man.update, _fetch_kw(timeout, deadline, max_bytes, retries),
-              dict(shrink=shrink, min_size=min_size), on_tick=lambda: man.checkpoint(every=5))
-    except _StoreError as e: raise ImgclfError(f'{e}; the pictures gathered so far are kept, run again to go on') from None
+            r.update(status='dropped', reason='needs a password: list the URL with its password again to fetch it',
+                     kind=Failure.NEEDS_PASSWORD.value); man.update(r)
+    todo = [r for r in todo if r['status'] == 'pending' or is_transient(r.get('kind'))]
+    try: run_downloads(todo, dest, lim['workers'], lim['progress'], man.update, {k: lim[k] for k in _FETCH},
+                       dict(shrink=lim['shrink'], min_size=lim['min_size']), on_tick=lambda: man.checkpoint(every=5))
+    except StoreError as e: raise ImgclfError(f'{e}; the pictures gathered so far are kept, run again to go on') from None
+    _drop_duplicates(dest, man, lim['near_dup'])
+    return GatherReport(dest, list(man.rows.values()), errors, unknown_files(man, dest), len(todo))
+
+def _drop_duplicates(dest:Path, man, near_dup:int):
+    "Mark duplicates dropped in the manifest, then delete their files (unless a kept row uses the same file)"
     rows = list(man.rows.values())
     before = {id(r): r['status'] for r in rows}
     dedupe(rows, near_dup)
@@ -72,55 +124,36 @@ def _gather_core(dest:Path, man:_Manifest, cands:list, errors:list, todo_classes
     for r in rows:
         if before[id(r)] == 'kept' and r['status'] == 'dropped':
             man.update(r)  # recorded first: if killed before the unlink, the next run removes the file
-            if r['file'] not in used: _remove_own(dest, r)
+            if r['file'] not in used: remove_stored(dest, r)
             r['file'] = ''
-    return GatherReport(dest, list(man.rows.values()), errors, _unknown_files(man, dest), len(todo))
 
-@delegates(_gather_core, but=['dest', 'man', 'cands', 'errors', 'todo_classes'])
-def gather(dest:Path, # dataset folder to create or top up; one sub-folder per class
-           classes:dict, # class name -> search term, URL file, folder of pictures, or a list of these
-           max_images:int=150, # results to take from each search
-           search:str='ddgs', # where plain search terms are looked up: 'ddgs' or 'commons'
-           variants=QUERY_VARIANTS, # query templates for ddgs; `{term}` is replaced by the term
-           ddg_url:str=DDG_URL, # where DuckDuckGo is (tests point it at a local server)
-           commons_url:str=COMMONS_API, # where the Wikimedia Commons API is (tests point it at a local server)
-           **kwargs) -> GatherReport:
-    "Build or top up a folder-per-class dataset in `dest` from searches, URL files and folders; a second run resumes"
-    dest = Path(dest).expanduser()
-    _check_limits(**_limits(kwargs))
-    if not (isinstance(max_images, int) and max_images >= 1): raise ImgclfError(f'max_images must be at least 1, not {max_images!r}')
-    if dest.exists() and not dest.is_dir(): raise ImgclfError(f'The dataset folder is a file: {dest}')
-    plan = _sources(classes, dest, search)
-    with _open_dataset(dest) as man:
-        _reconcile(man, dest)
-        cands, errors = [], []
-        for c, kind, value in plan:
-            if kind == 'urls': cands += [dict(source='urls', query=value.name, url=_redact(u), _fetch_url=u, **{'class': c})
-                                         for u in read_url_file(value)]
-            elif kind == 'folder': cands += [dict(source='folder', query=_local_url(value), url=_local_url(f.resolve()), **{'class': c})
-                                             for f in _folder_files(value)]
-            elif _searched(man, c, kind, value, variants): continue
-            else:
-                if kind == 'ddgs': found, errs = _search_ddgs(value, max_images, variants, 'us-en', 'moderate', **_SEARCH_KW, base_url=ddg_url)
-                else: found, errs = _search_commons(value, max_images, kwargs.get('shrink', 400) or None, **_SEARCH_KW, api_url=commons_url)
-                cands += [dict(r, url=_redact(r['url']), _fetch_url=r['url'], **{'class': c}) for r in found]
-                errors += [(c, e) for e in errs] or ([] if found else [(c, f'{kind} {value!r}: no results')])
-        return _gather_core(dest, man, cands, errors, set(classes), **kwargs)
-
-@delegates(_gather_core, but=['dest', 'man', 'cands', 'errors', 'todo_classes'])
+# %% ../nbs/01_gather.ipynb #g01a0006
+@delegates(gather, but=['classes', 'max_images', 'search', 'variants', 'ddg_url', 'commons_url'])
 def rebuild(manifest:Path, # a manifest.csv, or the dataset folder holding one
             dest:Path, # folder to build the dataset in
             **kwargs) -> GatherReport:
     "Build the dataset a manifest describes in `dest`: fetch each kept picture again and check it has not changed (give the `shrink` it was gathered with)"
-    _check_limits(**_limits(kwargs))
+    lim = _limits(kwargs)
     rows = [r for r in read_manifest(manifest) if r['status'] == 'kept']
     if not rows: raise ImgclfError(f'{manifest} lists no kept pictures to rebuild from')
-    dest = Path(dest).expanduser()
-    if dest.exists() and not dest.is_dir(): raise ImgclfError(f'The dataset folder is a file: {dest}')
+    dest = _dataset_folder(dest)
     src = Path(manifest).expanduser().resolve()
     if (dest/'manifest.csv').resolve() in (src, src/'manifest.csv'): raise ImgclfError(f'Rebuild into another folder than {dest}')
     classes = {r['class'] for r in rows}
-    for c in classes: _class_dir(dest, c)
-    with _open_dataset(dest) as man:
-        _reconcile(man, dest)
-        return _gather_core(dest, man, rows, [], classes, **kwargs)
+    for c in classes: class_dir(dest, c)
+    with open_dataset(dest) as man:
+        reconcile(man, dest)
+        return _gather_core(dest, man, rows, [], classes, lim)
+
+@delegates(gather, but=['classes', 'max_images', 'search', 'variants', 'ddg_url', 'commons_url', 'near_dup'])
+def download_images(urls:list[str], # image URLs
+                    dest:Path, # folder to save the good pictures into
+                    **kwargs) -> list[dict]:
+    "Download, check and save the pictures at `urls` into `dest`, in parallel; one record per URL, in the order given"
+    lim = _limits(kwargs)
+    dest = Path(dest).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    urls = list(dict.fromkeys(urls))
+    rows = run_downloads([dict(source='urls', url=u, **{'class': ''}) for u in urls], dest, lim['workers'], lim['progress'], None,
+                         {k: lim[k] for k in _FETCH}, dict(shrink=lim['shrink'], min_size=lim['min_size']))
+    return sorted(rows, key=lambda r: urls.index(r['url']))

@@ -5,6 +5,7 @@
 # %% ../nbs/lib/11_images.ipynb #002549ed
 from __future__ import annotations
 import io, threading, warnings
+from enum import Enum
 from pathlib import Path
 from contextlib import contextmanager
 import re
@@ -13,17 +14,31 @@ from PIL import Image, ImageOps
 from .core import ImgclfError
 
 # %% auto #0
-__all__ = ['decode_budget', 'DownloadError', 'load_image', 'upright_rgb', 'open_image', 'thumbnail']
+__all__ = ['decode_budget', 'Failure', 'DownloadError', 'ImageError', 'not_image', 'load_image', 'upright_rgb', 'open_image',
+           'thumbnail']
 
 # %% ../nbs/lib/11_images.ipynb #3b90e7bc
+class Failure(str, Enum):
+    "The kind of reason a picture was not kept: code decides by the kind, people read the `reason` beside it"
+    EMPTY = 'empty'; NOT_IMAGE = 'not_image'; UNSUPPORTED = 'unsupported'; TOO_SMALL = 'too_small'  # the bytes
+    BOMB = 'bomb'; BROKEN = 'broken'; OUT_OF_MEMORY = 'out_of_memory'; UNREADABLE = 'unreadable'
+    TIMEOUT = 'timeout'; CONNECTION = 'connection'; BUSY = 'busy'; HTTP = 'http'; TLS = 'tls'  # the download
+    BAD_URL = 'bad_url'; REDIRECT = 'redirect'; TOO_LARGE = 'too_large'; BAD_RESPONSE = 'bad_response'
+    DUPLICATE = 'duplicate'; CHANGED = 'changed'; REMOVED = 'removed'; NEEDS_PASSWORD = 'needs_password'  # the dataset
+    ERROR = 'error'  # anything else
+
 class DownloadError(Exception):
-    "Why a URL or file was not kept, as one short line in `reason`"
-    def __init__(self, reason:str): super().__init__(reason); self.reason = reason
+    "Why a URL or file was not kept: `reason`, one short line for people, and `kind`, a `Failure` for code"
+    def __init__(self, reason:str, kind:Failure=Failure.ERROR):
+        super().__init__(reason); self.reason, self.kind = reason, Failure(kind)
+
+class ImageError(DownloadError):
+    "Why some bytes are not a picture that can be used, wherever they came from (a download, an upload, a file, a cache)"
 
 # %% ../nbs/lib/11_images.ipynb #d777e913
 _TEXT_START = re.compile(rb'^(\xef\xbb\xbf)?\s*(<|\{|\[)')
 
-def _not_image(head:bytes) -> str|None:
+def not_image(head:bytes) -> str|None:
     "A reason if the first bytes of a file show text (HTML, SVG, XML, JSON) rather than a picture"
     if not _TEXT_START.match(head): return None
     h = head[:2048].lower()
@@ -32,8 +47,6 @@ def _not_image(head:bytes) -> str|None:
     return 'not an image: text'
 
 # %% ../nbs/lib/11_images.ipynb #23ff2761
-_KEEP = {'JPEG': '.jpg', 'PNG': '.png', 'WEBP': '.webp', 'BMP': '.bmp', 'TIFF': '.tif', 'GIF': '.gif'}
-
 _BYTES_PER_PIXEL = {'1': 1, 'L': 1, 'P': 1, 'LA': 2, 'La': 2, 'PA': 2, 'RGB': 3, 'YCbCr': 3, 'LAB': 3, 'HSV': 3,
                     'I;16': 2, 'I;16L': 2, 'I;16B': 2, 'I;16N': 2}  # anything else: 4
 
@@ -62,6 +75,7 @@ _malloc_trim = None
 
 decode_budget = _Budget(768 * 2**20)  # with the largest pictures allowed (50 megapixels), one or two decode at a time
 
+# %% ../nbs/lib/11_images.ipynb #f1a0c012
 def _to_8bit(im:Image.Image) -> Image.Image:
     "A 16- or 32-bit greyscale picture as 8-bit greyscale, without going through floating point"
     a = np.asarray(im)
@@ -88,47 +102,10 @@ def _to_rgb(im:Image.Image) -> tuple[Image.Image, str|None]:
         bg.paste(rgba, mask=alpha)
         return bg, f'converted {m} to RGB, transparent parts made white'
     try: return im.convert('RGB'), f'converted {m} to RGB'
-    except ValueError: raise DownloadError(f'unsupported colour mode: {m}') from None
+    except ValueError: raise ImageError(f'unsupported colour mode: {m}', Failure.UNSUPPORTED) from None
 
-def load_image(data:bytes, # the whole file, as downloaded or read
-               shrink:int|None=400, # shrink so the longest side is at most this many pixels (0 or None: keep the size)
-               min_size:int=64, # refuse pictures whose short side is smaller than this
-               max_pixels:int=50_000_000, # refuse pictures claiming more pixels than this (decompression bombs)
-               quality:int=90, # JPEG quality when the picture has to be saved again
-              ) -> tuple[bytes, str, dict]:
-    "Check `data` decodes as a usable picture; return the bytes to store, their extension and facts (`width`, `height`, `phash`, `note`)"
-    with _decoding(data, max_pixels) as im:
-        w, h, fmt = *im.size, im.format
-        if min(w, h) < min_size: raise DownloadError(f'too small: {w}x{h} px, the minimum is {min_size} px')
-        animated = bool(getattr(im, 'is_animated', False))  # looks at the second frame only, never counts them all
-        if shrink and fmt == 'JPEG' and max(w, h) > shrink: im.draft(None, (shrink, shrink))  # decode at 1/2, 1/4 or 1/8 scale
-        with decode_budget(_cost(im)):
-            im.load()
-            try: return _finish(data, im, w, h, fmt, animated, shrink, quality)
-            finally: im.close()  # freed before the budget lets the next picture in
-
-@contextmanager
-def _decoding(data:bytes, max_pixels:int):
-    "`data` opened (its header read) in a photo format and its size checked; any failure inside the block becomes a `DownloadError`"
-    if not data: raise DownloadError('empty: zero bytes')
-    if why := _not_image(data[:2048]): raise DownloadError(why)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('error', Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=_formats())
-            w, h = im.size
-            if w * h > max_pixels: raise DownloadError(f'decompression bomb: {w}x{h} pixels, the limit is {max_pixels:,}')
-            yield im
-    except DownloadError: raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DownloadError(f'decompression bomb: over {Image.MAX_IMAGE_PIXELS:,} pixels') from None
-    except Image.UnidentifiedImageError: raise DownloadError(_unknown(data)) from None
-    except MemoryError: raise DownloadError('too large to decode: out of memory') from None
-    except Exception as e: raise DownloadError(f'broken image: {e}'[:200]) from None
-
-def _cost(im) -> int:
-    "Bytes a picture may need while it is decoded, converted and shrunk"
-    return im.size[0] * im.size[1] * (3 * _BYTES_PER_PIXEL.get(im.mode, 4) + 3)
+# %% ../nbs/lib/11_images.ipynb #f1a0c014
+_KEEP = {'JPEG': '.jpg', 'PNG': '.png', 'WEBP': '.webp', 'BMP': '.bmp', 'TIFF': '.tif', 'GIF': '.gif'}
 
 def _finish(data, im, w, h, fmt, animated, shrink, quality) -> tuple[bytes, str, dict]:
     "Turn a decoded picture upright, make it 8-bit, shrink it, hash it; the bytes to store, their extension and facts"
@@ -160,16 +137,57 @@ def _formats() -> list[str]:
 
 _HEIF_BRANDS = {b'heic', b'heix', b'heim', b'heis', b'hevc', b'hevx', b'hevm', b'hevs', b'mif1', b'msf1'}
 
-def _unknown(data:bytes) -> str:
-    "Why `data` is refused when no photo format reads it: name the format if known (reading the header only)"
+def _unknown(data:bytes) -> tuple[str, Failure]:
+    "Why `data` is refused when no photo format reads it, and the kind: name the format if known (reading the header only)"
     if data[4:8] == b'ftyp':
         brand = data[8:12]
         if brand in _HEIF_BRANDS: return ('not used: HEIC/HEIF photo (the iPhone format); convert it to JPEG first, e.g. with '
-                                          'the pillow-heif package, or set the camera to "Most Compatible"')
-        if brand in (b'avif', b'avis'): return 'not used: AVIF picture, which this Pillow cannot read; convert it to JPEG first'
+                                          'the pillow-heif package, or set the camera to "Most Compatible"', Failure.UNSUPPORTED)
+        if brand in (b'avif', b'avis'): return 'not used: AVIF picture, which this Pillow cannot read; convert it to JPEG first', Failure.UNSUPPORTED
     try:
-        with Image.open(io.BytesIO(data)) as im: return f'not an image: {im.format} files are not used'
-    except Exception: return 'not an image: unknown format'
+        with Image.open(io.BytesIO(data)) as im: return f'not an image: {im.format} files are not used', Failure.NOT_IMAGE
+    except Exception: return 'not an image: unknown format', Failure.NOT_IMAGE
+
+# %% ../nbs/lib/11_images.ipynb #f1a0c016
+def load_image(data:bytes, # the whole file, as downloaded or read
+               shrink:int|None=400, # shrink so the longest side is at most this many pixels (0 or None: keep the size)
+               min_size:int=64, # refuse pictures whose short side is smaller than this
+               max_pixels:int=50_000_000, # refuse pictures claiming more pixels than this (decompression bombs)
+               quality:int=90, # JPEG quality when the picture has to be saved again
+              ) -> tuple[bytes, str, dict]:
+    "Check `data` decodes as a usable picture; return the bytes to store, their extension and facts (`width`, `height`, `phash`, `note`)"
+    with _decoding(data, max_pixels) as im:
+        w, h, fmt = *im.size, im.format
+        if min(w, h) < min_size: raise ImageError(f'too small: {w}x{h} px, the minimum is {min_size} px', Failure.TOO_SMALL)
+        animated = bool(getattr(im, 'is_animated', False))  # looks at the second frame only, never counts them all
+        if shrink and fmt == 'JPEG' and max(w, h) > shrink: im.draft(None, (shrink, shrink))  # decode at 1/2, 1/4 or 1/8 scale
+        with decode_budget(_cost(im)):
+            im.load()
+            try: return _finish(data, im, w, h, fmt, animated, shrink, quality)
+            finally: im.close()  # freed before the budget lets the next picture in
+
+@contextmanager
+def _decoding(data:bytes, max_pixels:int):
+    "`data` opened (its header read) in a photo format and its size checked; any failure inside the block becomes an `ImageError`"
+    if not data: raise ImageError('empty: zero bytes', Failure.EMPTY)
+    if why := not_image(data[:2048]): raise ImageError(why, Failure.NOT_IMAGE)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=_formats())
+            w, h = im.size
+            if w * h > max_pixels: raise ImageError(f'decompression bomb: {w}x{h} pixels, the limit is {max_pixels:,}', Failure.BOMB)
+            yield im
+    except ImageError: raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f'decompression bomb: over {Image.MAX_IMAGE_PIXELS:,} pixels', Failure.BOMB) from None
+    except Image.UnidentifiedImageError: raise ImageError(*_unknown(data)) from None
+    except MemoryError: raise ImageError('too large to decode: out of memory', Failure.OUT_OF_MEMORY) from None
+    except Exception as e: raise ImageError(f'broken image: {e}'[:200], Failure.BROKEN) from None
+
+def _cost(im) -> int:
+    "Bytes a picture may need while it is decoded, converted and shrunk"
+    return im.size[0] * im.size[1] * (3 * _BYTES_PER_PIXEL.get(im.mode, 4) + 3)
 
 # %% ../nbs/lib/11_images.ipynb #aabf98ef
 def upright_rgb(im:Image.Image) -> Image.Image:
@@ -184,7 +202,7 @@ def open_image(src, # a path, the bytes of a file, or an already opened PIL imag
                max_pixels:int=50_000_000, # refuse pictures claiming more pixels than this
                size:int|None=None, # a large JPEG may be decoded at 1/2, 1/4 or 1/8 scale, keeping at least this many pixels
               ) -> Image.Image:
-    "The picture in `src` as 8-bit RGB, turned upright as its EXIF data says; `DownloadError` saying why if it cannot be"
+    "The picture in `src` as 8-bit RGB, turned upright as its EXIF data says; `ImageError` saying why if it cannot be"
     if isinstance(src, Image.Image): return upright_rgb(src)
     data = src if isinstance(src, (bytes, bytearray, memoryview)) else _read(src)
     with _decoding(bytes(data), max_pixels) as im:
@@ -197,7 +215,7 @@ def open_image(src, # a path, the bytes of a file, or an already opened PIL imag
 
 def _read(path) -> bytes:
     try: return Path(path).read_bytes()
-    except OSError as e: raise DownloadError(f'unreadable: {e.strerror or e}') from None
+    except OSError as e: raise ImageError(f'unreadable: {e.strerror or e}', Failure.UNREADABLE) from None
 
 # %% ../nbs/lib/11_images.ipynb #f1a0c002
 def thumbnail(data:bytes, # the image file's bytes
@@ -209,7 +227,7 @@ def thumbnail(data:bytes, # the image file's bytes
     "A PNG whose longest side is `size` pixels, upright, or an `ImgclfError` if `data` is not a readable image"
     if not data: raise ImgclfError(f'{name} is empty')
     try: im = open_image(bytes(data), max_pixels, size=size)  # JPEG: decoded at a reduced scale, much faster
-    except DownloadError as e: raise ImgclfError(f'{name} is not an image that can be read ({e.reason})') from None
+    except ImageError as e: raise ImgclfError(f'{name} is not an image that can be read ({e.reason})') from None
     im.thumbnail((size, size))
     if enlarge and max(im.size) < size:  # tiny images are scaled up to be seen
         k = size / max(im.size)

@@ -4,14 +4,14 @@
 
 # %% ../nbs/lib/10_localweb.ipynb #07eaa22a
 from __future__ import annotations
-import io, mimetypes, sys, threading, time
+import io, mimetypes, sys, threading
 from collections import Counter
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from pathlib import Path
 from PIL import Image
 
 # %% auto #0
-__all__ = ['LocalWeb', 'sample_files']
+__all__ = ['start_server', 'LocalWeb', 'sample_files']
 
 # %% ../nbs/lib/10_localweb.ipynb #de10338a
 class _Server(ThreadingHTTPServer):
@@ -20,12 +20,20 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)): super().handle_error(request, client_address)
 
+def start_server(handler:type, # a `BaseHTTPRequestHandler` subclass that answers the requests
+                ) -> ThreadingHTTPServer:
+    "A threaded HTTP server for `handler` on 127.0.0.1, on a free port the system picks (its `server_port`), serving in a thread of its own"
+    srv = _Server(('127.0.0.1', 0), handler)
+    threading.Thread(target=srv.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+    return srv
+
+# %% ../nbs/lib/10_localweb.ipynb #l10a0002
 class LocalWeb:
     "A web server on 127.0.0.1 that serves `files`, counts requests per path in `hits`, and stops with `close()`"
     def __init__(self, files:dict|None=None, # URL path -> bytes to serve, e.g. {'/cat.jpg': b'...'}; may be added to later
                  slow:float=3., # seconds `/slow` keeps a request waiting before hanging up without an answer
                 ):
-        self.files, self.hits, self.slow = files if files is not None else {}, Counter(), slow
+        self.files, self.hits, self.slow, self.stopping = files if files is not None else {}, Counter(), slow, threading.Event()
         web = self
         class Handler(BaseHTTPRequestHandler):
             protocol_version = 'HTTP/1.1'
@@ -33,15 +41,14 @@ class LocalWeb:
             def do_GET(self):
                 path = self.path.split('?')[0]
                 web.hits[path] += 1
-                if path == '/slow': time.sleep(web.slow); self.close_connection = True; return
+                if path == '/slow': web.stopping.wait(web.slow); self.close_connection = True; return
                 if path not in web.files: self.send_error(404); return
                 body = web.files[path]
                 self.send_response(200)
                 self.send_header('Content-Type', mimetypes.guess_type(path)[0] or 'application/octet-stream')
                 self.send_header('Content-Length', str(len(body))); self.end_headers()
                 self.wfile.write(body)
-        self.server = _Server(('127.0.0.1', 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = start_server(Handler)
         self.url = f'http://127.0.0.1:{self.server.server_port}'
 
     def add_folder(self, path:Path, # a folder of class folders
@@ -54,7 +61,7 @@ class LocalWeb:
                 self.files[p] = f.read_bytes(); out.setdefault(f.parent.name, []).append(self.url + p)
         return out
 
-    def close(self): self.server.shutdown(); self.server.server_close()
+    def close(self): self.stopping.set(); self.server.shutdown(); self.server.server_close()
     def __enter__(self): return self
     def __exit__(self, *a): self.close()
 

@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import filelock
 from .core import ImgclfError, atomic_write_bytes, check_class_name
+from .images import Failure
 
 # %% auto #0
-__all__ = ['MANIFEST_FIELDS', 'read_manifest', 'write_manifest', 'GatherReport']
+__all__ = ['MANIFEST_FIELDS', 'CAND_FIELDS', 'read_manifest', 'write_manifest', 'GatherReport']
 
 # %% ../nbs/lib/12_manifest.ipynb #3b049c11
 MANIFEST_FIELDS = ['class', 'source', 'query', 'url', 'status', 'reason', 'file', 'sha', 'phash', 'width', 'height',
-                   'bytes', 'licence', 'author', 'source_page', 'title', 'note', 'cross_class']
+                   'bytes', 'licence', 'author', 'source_page', 'title', 'note', 'cross_class', 'kind']
 
-_CAND_FIELDS = ['class', 'source', 'query', 'url', 'sha', 'licence', 'author', 'source_page', 'title']
+CAND_FIELDS = ['class', 'source', 'query', 'url', 'sha', 'licence', 'author', 'source_page', 'title']  # what a candidate brings before it is fetched
 
 _NUMERIC = ('width', 'height', 'bytes')
 
@@ -33,6 +34,7 @@ def _check_row(r:dict, where:str) -> dict:
     def bad(msg): raise ImgclfError(f'{where}: {msg}. The manifest was changed by hand or comes from elsewhere; '
                                     'fix or delete that row (or the whole manifest.csv) and run again.')
     out = {}
+    if 'kind' not in r: r = dict(r, kind=_old_kind(r))  # written before manifests had a kind column
     for k in MANIFEST_FIELDS:
         v = r.get(k)
         v = '' if v is None else v
@@ -53,6 +55,7 @@ def _check_row(r:dict, where:str) -> dict:
         bad(f'file {f[:80]!r} is not a picture gather stores for class {c!r} (that is {c}/<16 hex digits>.<ext>)')
     if out['status'] == 'kept' and not (f and out['sha']): bad('a kept row needs its file and its SHA-256')
     if out['sha'] and not re.fullmatch(r'[0-9a-f]{64}', out['sha']): bad(f"sha {out['sha'][:20]!r} is not a SHA-256")
+    if out['kind'] and out['kind'] not in _KINDS: bad(f"kind {out['kind'][:20]!r} is not one of {', '.join(sorted(_KINDS))}")
     return out
 
 def read_manifest(path:Path, # a manifest.csv, or the dataset folder holding one
@@ -68,6 +71,20 @@ def read_manifest(path:Path, # a manifest.csv, or the dataset folder holding one
     if rows and not {'class', 'url', 'status'} <= set(rows[0]): raise ImgclfError(f'{p} is not an imgclf manifest (no class/url/status columns)')
     return [_check_row(r, f'{p}, row {i}') for i, r in enumerate(rows, 2)]
 
+# %% ../nbs/lib/12_manifest.ipynb #a12e0006
+_KINDS = {k.value for k in Failure}
+
+_OLD_KINDS = [('timeout', Failure.TIMEOUT), ('connection error', Failure.CONNECTION), ('duplicate', Failure.DUPLICATE),
+              ('near duplicate', Failure.DUPLICATE), ('removed', Failure.REMOVED), ('changed', Failure.CHANGED)]
+
+def _old_kind(r:dict) -> str:
+    "The kind of a dropped row from a manifest written before rows had one, from its reason (read once: written back with its kind)"
+    if r.get('status') != 'dropped': return ''
+    why = str(r.get('reason') or '')
+    if m := re.match(r'http (\d{3})\b', why): return (Failure.BUSY if int(m[1]) in (408, 425, 429) or int(m[1]) >= 500 else Failure.HTTP).value
+    return next((k.value for p, k in _OLD_KINDS if why.startswith(p + ':')), Failure.ERROR.value)
+
+# %% ../nbs/lib/12_manifest.ipynb #a12e0001
 def _cell(v) -> str:
     "A value as a CSV cell: text a spreadsheet would run as a formula is quoted; text that is not valid UTF-8 is escaped"
     if v is None: return ''
@@ -85,7 +102,8 @@ def write_manifest(path:Path, # where to write the CSV
     w.writeheader(); w.writerows({k: _cell(r.get(k)) for k in MANIFEST_FIELDS} for r in rows)
     return atomic_write_bytes(Path(path), b.getvalue().encode('utf-8'))
 
-class _Manifest:
+# %% ../nbs/lib/12_manifest.ipynb #a12e0004
+class Manifest:
     "Manifest rows keyed by (class, url), a journal of updates, and checkpoints that fold it into the CSV"
     def __init__(self, root:Path):
         self.path, self.journal, self.lock = root/'manifest.csv', root/'.manifest.journal', threading.Lock()
@@ -129,7 +147,7 @@ _PART = re.compile(r'^\..+\.part$')
 
 _RESERVED = {'manifest.csv'}
 
-def _class_dir(dest:Path, c:str) -> Path:
+def class_dir(dest:Path, c:str) -> Path:
     "The folder of class `c` in `dest`, refused if it is taken by a file or leads outside `dest` (a link)"
     d = dest/c
     if c in _RESERVED or (d.exists() and not d.is_dir()):
@@ -140,7 +158,7 @@ def _class_dir(dest:Path, c:str) -> Path:
     return d
 
 @contextmanager
-def _open_dataset(dest:Path):
+def open_dataset(dest:Path):
     "The dataset folder's manifest, the folder created if needed and locked so no second gather writes into it meanwhile"
     try: dest.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -152,25 +170,26 @@ def _open_dataset(dest:Path):
         raise ImgclfError(f'Another gather is writing to {dest} now (it holds {lock.lock_file}); wait until it ends, then run again') from None
     except OSError as e: raise ImgclfError(f'Cannot write into the dataset folder {dest}: {e.strerror or e}') from None
     try:
-        try: man = _Manifest(dest)
+        try: man = Manifest(dest)
         except OSError as e: raise ImgclfError(f'Cannot write the manifest in {dest}: {e.strerror or e}') from None
         try: yield man
         finally: man.close()
     finally: lock.release()
 
+# %% ../nbs/lib/12_manifest.ipynb #a12e0007
 def _sha256(f:Path) -> str|None:
     "SHA-256 of a file's bytes, or `None` if it cannot be read"
     try: return hashlib.sha256(f.read_bytes()).hexdigest()
     except OSError: return None
 
-def _remove_own(root:Path, row:dict) -> bool:
+def remove_stored(root:Path, row:dict) -> bool:
     "Delete the picture `row` stored, only if it is still the very file gather wrote (same place, same SHA-256)"
     f = root/row['file']
     if not (row['file'] and row['sha'] and f.is_file() and not f.is_symlink()): return False
     if f.resolve().parent != (root/row['class']).resolve() or _sha256(f) != row['sha']: return False
     f.unlink(); return True
 
-def _reconcile(man:_Manifest, root:Path):
+def reconcile(man:Manifest, root:Path):
     "Remove what interrupted runs left behind, and mark kept rows whose file was deleted since"
     classes = sorted({r['class'] for r in man.rows.values()})
     for d in [root] + [root/c for c in classes if (root/c).is_dir() and not (root/c).is_symlink()]:
@@ -178,22 +197,22 @@ def _reconcile(man:_Manifest, root:Path):
             if _PART.match(f.name) and f.is_file() and not f.is_symlink(): f.unlink(missing_ok=True)
     for r in man.rows.values():
         if r['status'] == 'kept' and not (root/r['file']).is_file():
-            r.update(status='dropped', reason='removed: the file was deleted from the dataset folder', file='')
+            r.update(status='dropped', reason='removed: the file was deleted from the dataset folder', file='', kind=Failure.REMOVED.value)
     kept = {r['file'] for r in man.rows.values() if r['status'] == 'kept'}
     dropped = {}
     for r in man.rows.values():
         if r['status'] == 'dropped' and r['sha']: dropped.setdefault((r['class'], r['sha'][:16]), r)
-    for f in _unknown_files(man, root, kept):
+    for f in unknown_files(man, root, kept):
         if r := dropped.get((f.parent.name, f.stem)):  # a duplicate whose deletion a killed run did not finish
-            _remove_own(root, dict(r, file=f'{f.parent.name}/{f.name}'))
+            remove_stored(root, dict(r, file=f'{f.parent.name}/{f.name}'))
 
-def _unknown_files(man:_Manifest, root:Path, kept:set|None=None) -> list[Path]:
+def unknown_files(man:Manifest, root:Path, kept:set|None=None) -> list[Path]:
     "Files in the class folders that no kept row of the manifest lists"
     kept = kept if kept is not None else {r['file'] for r in man.rows.values() if r['status'] == 'kept'}
     return [f for c in sorted({r['class'] for r in man.rows.values()}) if c and (root/c).is_dir() and not (root/c).is_symlink()
             for f in sorted((root/c).iterdir()) if f.is_file() and not f.name.startswith('.') and f'{c}/{f.name}' not in kept]
 
-def _searched(man:_Manifest, c:str, kind:str, term:str, variants) -> bool:
+def searched(man:Manifest, c:str, kind:str, term:str, variants) -> bool:
     "Whether the manifest already holds results of this search"
     qs = {v.format(term=term) for v in variants} if kind == 'ddgs' else {term}
     return any(r['class'] == c and r['source'] == kind and r['query'] in qs for r in man.rows.values())
@@ -227,7 +246,7 @@ class GatherReport:
             d['found'] += 1
             if r['status'] == 'kept': d['kept'] += 1
             elif r['status'] == 'pending': d['pending'] = d.get('pending', 0) + 1
-            elif r['reason'].startswith(('duplicate', 'near duplicate')): d['duplicates'] += 1
+            elif r.get('kind') == Failure.DUPLICATE.value: d['duplicates'] += 1
             else:
                 k = r['reason'].split(':')[0]
                 d[k] = d.get(k, 0) + 1

@@ -4,16 +4,19 @@
 
 # %% ../nbs/lib/14_search.ipynb #216f5d7e
 from __future__ import annotations
-import html, math, os, re, time, warnings
+import html, math, os, re, warnings
 from pathlib import Path
 from urllib.parse import urlparse
 import requests
+from fastcore.meta import delegates
 from .core import ImgclfError, check_class_name
-from .download import _session, _retry_after
-from .manifest import _class_dir
+from .images import Failure
+from .download import RETRY_STATUS, Retryable, retry_after, retrying, web_session
+from .manifest import class_dir
 
 # %% auto #0
-__all__ = ['DDG_URL', 'COMMONS_API', 'QUERY_VARIANTS', 'read_url_file', 'search_images_ddgs', 'search_images_commons']
+__all__ = ['DDG_URL', 'COMMONS_API', 'QUERY_VARIANTS', 'read_url_file', 'ddgs_results', 'search_images_ddgs', 'commons_results',
+           'search_images_commons']
 
 # %% ../nbs/lib/14_search.ipynb #87a1a556
 _URL_RE = re.compile(r'^https?://[^\s/$.?#][^\s]*$', re.I)
@@ -46,18 +49,6 @@ COMMONS_API = 'https://commons.wikimedia.org/w/api.php'
 
 QUERY_VARIANTS = ('{term}', '{term} photo', '{term} close up')
 
-def _with_backoff(f, # the call to make
-                  retries:int, # tries again at most this many times
-                  backoff:float, # first wait in seconds; doubles each time
-                  transient:tuple, # exception types that are worth waiting for
-                 ):
-    "Call `f()`, waiting and trying again on `transient` exceptions; the last one is raised"
-    for i in range(retries + 1):
-        try: return f()
-        except transient:
-            if i == retries: raise
-            time.sleep(min(backoff * 2**i, 60))
-
 def _ddgs_engine(base_url:str, timeout:float):
     "ddgs' DuckDuckGo image engine, pointed at `base_url`, raising `RatelimitException` when refused"
     from ddgs.engines.duckduckgo_images import DuckduckgoImages
@@ -69,7 +60,9 @@ def _ddgs_engine(base_url:str, timeout:float):
         def _get(self, url, **kw):
             try: r = self.http_client.request('GET', url, **kw)
             except TimeoutException: raise
-            except DDGSException as e: raise DDGSException(f'could not reach {urlparse(url).netloc} ({str(e).split(":")[0]})') from None
+            except DDGSException as e:
+                err = DDGSException(f'could not reach {urlparse(url).netloc} ({str(e).split(":")[0]})')
+                err.unreachable = True; raise err from None  # no point asking the other queries
             if r.status_code in (202, 301, 403, 418, 429): raise RatelimitException(f'{url} answered HTTP {r.status_code}')
             if r.status_code != 200: raise DDGSException(f'{url} answered HTTP {r.status_code}')
             return r
@@ -78,7 +71,16 @@ def _ddgs_engine(base_url:str, timeout:float):
     return _Engine(timeout=timeout)
 
 # %% ../nbs/lib/14_search.ipynb #11cae6b7
-def _search_ddgs(term, max_images, variants, region, safesearch, retries, backoff, timeout, base_url):
+def ddgs_results(term:str, # what to look for, e.g. 'grizzly bear'
+                 max_images:int=100, # at most this many results over all query variants
+                 variants=QUERY_VARIANTS, # query templates; `{term}` is replaced by `term`
+                 region:str='us-en', # DuckDuckGo region code
+                 safesearch:str='moderate', # 'on', 'moderate' or 'off'
+                 retries:int=3, # when rate-limited, try a query again this many times
+                 backoff:float=2.0, # seconds to wait before the first retry; doubles each time
+                 timeout:float=10, # seconds for each search request
+                 base_url:str=DDG_URL, # where DuckDuckGo is (tests point it at a local server)
+                ) -> tuple[list[dict], list[str]]:
     "The results of all query variants for `term`, interleaved, without repeats; and a list of error messages"
     from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
     engine = _ddgs_engine(base_url, timeout)
@@ -87,12 +89,17 @@ def _search_ddgs(term, max_images, variants, region, safesearch, retries, backof
     for page in range(1, math.ceil(max_images / 100) + 1):
         for q in queries:
             if page > 1 and len(found[q]) < (page - 1) * 50: continue  # that query has run out
-            try: res = _with_backoff(lambda: engine.search(q, region=region, safesearch=safesearch, page=page),
-                                     retries, backoff, (RatelimitException, TimeoutException)) or []
-            except RatelimitException as e: errors.append(f'ddgs {q!r}: rate limited, {retries+1} tries ({_short(e)})'); continue
-            except DDGSException as e:
+            def attempt():
+                try: return engine.search(q, region=region, safesearch=safesearch, page=page)
+                except (RatelimitException, TimeoutException) as e: raise Retryable(str(e), Failure.BUSY) from e
+            try: res = retrying(attempt, retries, backoff, max_wait=60) or []
+            except Retryable as r: e = r.__cause__
+            except DDGSException as x: e = x
+            else: e = None
+            if isinstance(e, RatelimitException): errors.append(f'ddgs {q!r}: rate limited, {retries+1} tries ({_short(e)})'); continue
+            if e is not None:
                 errors.append(f'ddgs {q!r}: {_short(e)}')
-                if str(e).startswith('could not reach'): return _interleave(found.values(), max_images), errors
+                if getattr(e, 'unreachable', False): return _interleave(found.values(), max_images), errors
                 continue
             found[q] += [dict(source='ddgs', query=q, url=r.image, title=r.title, source_page=r.url,
                               licence='', author='') for r in res if r.image]
@@ -110,18 +117,11 @@ def _interleave(lists, n):
             if r and r['url'] not in seen: seen.add(r['url']); out.append(r)
     return out[:n]
 
+@delegates(ddgs_results, but=['term'])
 def search_images_ddgs(term:str, # what to look for, e.g. 'grizzly bear'
-                       max_images:int=100, # at most this many results over all query variants
-                       variants=QUERY_VARIANTS, # query templates; `{term}` is replaced by `term`
-                       region:str='us-en', # DuckDuckGo region code
-                       safesearch:str='moderate', # 'on', 'moderate' or 'off'
-                       retries:int=3, # when rate-limited, try a query again this many times
-                       backoff:float=2.0, # seconds to wait before the first retry; doubles each time
-                       timeout:float=10, # seconds for each search request
-                       base_url:str=DDG_URL, # where DuckDuckGo is (tests point it at a local server)
-                      ) -> list[dict]:
+                       **kwargs) -> list[dict]:
     "Image search results for `term` through `ddgs`: dicts with `url` (the image), `source_page`, `title`, `query`"
-    out, errors = _search_ddgs(term, max_images, variants, region, safesearch, retries, backoff, timeout, base_url)
+    out, errors = ddgs_results(term, **kwargs)
     if errors and not out: raise ImgclfError(f'Image search for {term!r} failed: ' + '; '.join(errors))
     for e in errors: warnings.warn(e)
     return out
@@ -148,31 +148,36 @@ def _commons_results(data:dict) -> list[dict]:
     return out
 
 def _commons_get(s, api_url, params, retries, backoff, timeout) -> tuple[dict|None, str]:
-    "One Commons API answer, waiting and trying again on timeouts, 429, 5xx and `maxlag`; or `None` and why not"
-    for i in range(retries + 1):
-        wait = None
+    "One Commons API answer, waiting and trying again on timeouts, busy answers and `maxlag`; or `None` and why not"
+    def attempt():
         try: r = s.get(api_url, params=params, timeout=timeout)
-        except requests.Timeout: err = f'no answer within {timeout:g} s'
+        except requests.Timeout: raise Retryable(f'no answer within {timeout:g} s', Failure.TIMEOUT) from None
         except requests.RequestException as e: return None, f'could not connect ({type(e).__name__})'
-        else:
-            try: data = r.json()
-            except ValueError: data = None
-            code = data.get('error', {}).get('code') if isinstance(data, dict) else None
-            if r.status_code == 200 and isinstance(data, dict) and not code: return data, ''
-            err = f'API error {code!r}' if code else f'HTTP {r.status_code}'
-            if not (code == 'maxlag' or r.status_code in (429, 500, 502, 503, 504)): return None, err
-            wait = _retry_after(r)
-        if i == retries: return None, f'{err} after {retries + 1} tries'
-        time.sleep(min(wait if wait is not None else backoff * 2**i, 60))
+        try: data = r.json()
+        except ValueError: data = None
+        code = data.get('error', {}).get('code') if isinstance(data, dict) else None
+        if r.status_code == 200 and isinstance(data, dict) and not code: return data, ''
+        err = f'API error {code!r}' if code else f'HTTP {r.status_code}'
+        if code == 'maxlag' or r.status_code in RETRY_STATUS: raise Retryable(err, Failure.BUSY, retry_after(r))
+        return None, err
+    try: return retrying(attempt, retries, backoff, max_wait=60)
+    except Retryable as e: return None, f'{e.reason} after {retries + 1} tries'
 
-def _search_commons(term, max_images, thumb_width, retries, backoff, timeout, api_url):
+def commons_results(term:str, # what to look for, e.g. 'grizzly bear'
+                    max_images:int=100, # at most this many results
+                    thumb_width:int|None=800, # ask for a thumbnail this wide instead of the original (None: originals)
+                    retries:int=3, # when refused or lagging, try again this many times
+                    backoff:float=2.0, # seconds to wait before the first retry; doubles each time
+                    timeout:float=10, # seconds for each API request
+                    api_url:str=COMMONS_API, # where the Commons API is (tests point it at a local server)
+                   ) -> tuple[list[dict], list[str]]:
     "Commons search results for `term`, and a list of error messages"
     params = dict(action='query', format='json', formatversion='2', generator='search', gsrsearch=f'{term} filetype:bitmap',
                   gsrnamespace='6', gsrlimit=str(min(50, max_images)), prop='imageinfo', iiprop='url|extmetadata|size|mime',
                   iiextmetadatafilter='LicenseShortName|Artist', maxlag='5')
     if thumb_width: params['iiurlwidth'] = str(thumb_width)
     out, cont = [], {}
-    with _session() as s:
+    with web_session() as s:
         while len(out) < max_images:
             data, err = _commons_get(s, api_url, {**params, **cont}, retries, backoff, timeout)
             if data is None: return out, [f'commons {term!r}: {err}']
@@ -181,22 +186,17 @@ def _search_commons(term, max_images, thumb_width, retries, backoff, timeout, ap
             cont = data['continue']
     return out[:max_images], []
 
+@delegates(commons_results, but=['term'])
 def search_images_commons(term:str, # what to look for, e.g. 'grizzly bear'
-                          max_images:int=100, # at most this many results
-                          thumb_width:int|None=800, # ask for a thumbnail this wide instead of the original (None: originals)
-                          retries:int=3, # when refused or lagging, try again this many times
-                          backoff:float=2.0, # seconds to wait before the first retry; doubles each time
-                          timeout:float=10, # seconds for each API request
-                          api_url:str=COMMONS_API, # where the Commons API is (tests point it at a local server)
-                         ) -> list[dict]:
+                          **kwargs) -> list[dict]:
     "Wikimedia Commons files matching `term`: dicts with `url`, `licence`, `author`, `source_page`, `title`"
-    out, errors = _search_commons(term, max_images, thumb_width, retries, backoff, timeout, api_url)
+    out, errors = commons_results(term, **kwargs)
     if errors and not out: raise ImgclfError(f'Wikimedia Commons search for {term!r} failed: ' + '; '.join(errors))
     for e in errors: warnings.warn(e)
     return out
 
 # %% ../nbs/lib/14_search.ipynb #32d23d21
-def _sources(classes:dict, dest:Path, search:str) -> list[tuple]:
+def check_sources(classes:dict, dest:Path, search:str) -> list[tuple]:
     "Check the class -> source mapping before any download; return (class, kind, value) triples"
     if not isinstance(classes, dict) or not classes:
         raise ImgclfError('Give at least one class, as a dict like {"grizzly": "grizzly bear", "black": "urls_black.txt"}')
@@ -204,7 +204,7 @@ def _sources(classes:dict, dest:Path, search:str) -> list[tuple]:
     out = []
     for c, srcs in classes.items():
         check_class_name(c)
-        _class_dir(dest, c)
+        class_dir(dest, c)
         for s in (srcs if isinstance(srcs, (list, tuple)) else [srcs]):
             if isinstance(s, str) and (m := re.match(r'^(ddgs|ddg|commons):(.+)$', s.strip())):
                 out.append((c, 'commons' if m.group(1) == 'commons' else 'ddgs', m.group(2).strip())); continue
@@ -222,10 +222,10 @@ def _sources(classes:dict, dest:Path, search:str) -> list[tuple]:
             if pr == dr or dr in pr.parents or pr in dr.parents:
                 raise ImgclfError(f'Source folder {p} for class {c!r} overlaps the dataset folder {dest}; gather copies '
                                   'pictures into the dataset, so keep your own pictures in a folder outside it')
-            if not _folder_files(p): raise ImgclfError(f'Source folder {p} for class {c!r} holds no files')
+            if not folder_files(p): raise ImgclfError(f'Source folder {p} for class {c!r} holds no files')
             out.append((c, 'folder', p))
     return out
 
-def _folder_files(p:Path) -> list[Path]:
+def folder_files(p:Path) -> list[Path]:
     "Every file under `p`, skipping hidden files and folders"
     return sorted(f for f in p.rglob('*') if f.is_file() and not any(x.startswith('.') for x in f.relative_to(p).parts))
