@@ -4,13 +4,14 @@
 
 # %% ../nbs/lib/16_changes.ipynb #76e38fcc
 from __future__ import annotations
-import os, json, datetime
+import os, json, datetime, hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from .core import ImgclfError, class_name_problem
 
 # %% auto #0
-__all__ = ['TRASH', 'LOG_NAME', 'SURE', 'apply_changes', 'Change', 'DatasetChanges', 'dataset_changes', 'undo_changes']
+__all__ = ['TRASH', 'LOG_NAME', 'SURE', 'apply_changes', 'Change', 'DatasetChanges', 'dataset_changes', 'undo_changes',
+           'last_undoable', 'file_sha', 'changed_since_shown']
 
 # %% ../nbs/lib/16_changes.ipynb #41bf6faa
 TRASH = '.trash'
@@ -218,3 +219,26 @@ def undo_changes(log:Path, # a log written by `apply_changes`
     _append(log, dict(op='undo', restored=restored, time=datetime.datetime.now().isoformat(timespec='seconds')))
     if problems: raise ImgclfError(f'Restored {restored} file(s), but not these:\n' + '\n'.join(problems))
     return dataset_changes(log)
+
+# %% ../nbs/lib/16_changes.ipynb #6e2f33a6
+def last_undoable(path:Path, # the dataset folder
+                 ) -> Path|None:
+    "The log of the latest session that moved files and is not undone yet (None if there is none)"
+    logs = [l for l, cs, undos in dataset_changes(path).sessions if cs and not undos]
+    return logs[-1] if logs else None
+
+# %% ../nbs/lib/16_changes.ipynb #a21ea611
+def file_sha(f:Path) -> str:
+    "SHA-256 of a file's bytes"
+    return hashlib.sha256(Path(f).read_bytes()).hexdigest()
+
+def changed_since_shown(root:Path, # the dataset folder; relative files are found in it
+                        shown:dict, # file -> its SHA-256 (or the start of it) when it was shown; '' when not known
+                       ) -> list[str]:
+    "Why each file of `shown` is not what was shown, as `file: not there any more` or `file: changed since it was shown`"
+    problems = []
+    for f, sha in shown.items():
+        p = Path(root)/f
+        if not p.is_file(): problems.append(f'{f}: not there any more')
+        elif sha and not file_sha(p).startswith(sha): problems.append(f'{f}: changed since it was shown')
+    return problems

@@ -4,26 +4,61 @@
 
 # %% ../nbs/05_clean.ipynb #0ce759cf
 from __future__ import annotations
-import os, json, datetime
-from dataclasses import dataclass, field
 from pathlib import Path
+from fastcore.basics import patch
+from fastcore.foundation import L
+from fastai.vision.widgets import ImagesCleaner
 from .core import ImgclfError
-from .changes import apply_changes, undo_changes, dataset_changes, TRASH, LOG_NAME
+from .changes import apply_changes, dataset_changes, file_sha, changed_since_shown
 
 # %% auto #0
-__all__ = ['apply_cleaner']
+__all__ = ['check_shown', 'apply_cleaner']
+
+# %% ../nbs/05_clean.ipynb #0dcc5849
+if not hasattr(ImagesCleaner, 'fastai_set_fns'): ImagesCleaner.fastai_set_fns = ImagesCleaner.set_fns  # fastai's own drawing
+
+@patch
+def set_fns(self:ImagesCleaner, fns:list):
+    "Draw `fns` as fastai does, then note in `shown` what was drawn: the files, their tiles and each file's SHA-256"
+    self.shown = None  # while drawing (and if drawing fails) nothing counts as shown
+    self.fastai_set_fns(fns)
+    self.shown = dict(fns=list(self.fns), tiles=tuple(self.widget.children), shas={f: file_sha(f) for f in self.fns})
 
 # %% ../nbs/05_clean.ipynb #de3b3ec1
+def _view_now(cleaner) -> list|None:
+    "The files an `ImageClassifierCleaner` should show for its class and split as they are set now (None for an `ImagesCleaner`)"
+    if not hasattr(cleaner, 'iwis'): return None
+    info = L(o for o in cleaner.iwis[cleaner.dd_ds.index] if o[1] == cleaner.dd_cats.value)
+    return list(info.sorted(2, reverse=True).itemgot(0)[:cleaner.iw.max_n])
+
+def check_shown(cleaner, # a fastai `ImageClassifierCleaner` or `ImagesCleaner`
+                marked:list, # positions of tiles with a mark
+               ):
+    "Refuse, naming the files, unless each marked tile shows the file it would act on, unchanged since it was drawn"
+    iw = getattr(cleaner, 'iw', cleaner)
+    shown, fns = getattr(iw, 'shown', None), [Path(f) for f in iw.fns]
+    files = ', '.join(str(fns[i]) if i < len(fns) else f'tile {i}' for i in marked)
+    if shown is None or shown['fns'] != list(iw.fns) or shown['tiles'] != tuple(iw.widget.children):
+        raise ImgclfError(f'Nothing was changed: the cleaner does not show the photos it would act on ({files}); '
+                          'it failed to draw them, or was drawn before imgclf.clean was imported. Build it again: ImageClassifierCleaner(learn)')
+    if (now := _view_now(cleaner)) is not None and [Path(f) for f in now] != fns:
+        raise ImgclfError(f'Nothing was changed: the cleaner shows photos that are not those of {cleaner.dd_cats.value} '
+                          f'({cleaner.dd_ds.value}) now; its lists are out of date (after an undo?). Build it again: ImageClassifierCleaner(learn)')
+    if problems := changed_since_shown(Path(), {fns[i]: shown['shas'][iw.fns[i]] for i in marked}):
+        raise ImgclfError(f'Nothing was changed: {len(problems)} marked file(s) are not what the cleaner showed; build it again.\n' + '\n'.join(problems))
+
+# %% ../nbs/05_clean.ipynb #b91646eb
 def apply_cleaner(cleaner, # a fastai `ImageClassifierCleaner` (or `ImagesCleaner`) with images marked
                   path:Path, # the dataset folder the cleaner's learner was trained on
                   create_classes:bool=False, # allow classes that have no folder yet
                   refresh:bool=True, # drop moved images from the cleaner and redraw it
                  ) -> Path|None:
-    "Apply the deletions and class changes marked in `cleaner`; return the log, for `undo_changes` (None if nothing was marked)"
+    "Apply the deletions and class changes marked in `cleaner`, only on files it showed and unchanged since; return the log, for `undo_changes`"
+    dels, chs = list(cleaner.delete()), list(cleaner.change())
+    if not dels and not chs: return None
+    check_shown(cleaner, dels + [i for i, _ in chs])
     fns = list(cleaner.fns)
-    deletes = [fns[i] for i in cleaner.delete()]
-    relabels = [(fns[i], c) for i, c in cleaner.change()]
-    log = apply_changes(path, deletes, relabels, create_classes)
+    log = apply_changes(path, [fns[i] for i in dels], [(fns[i], c) for i, c in chs], create_classes)
     if log is not None and refresh and hasattr(cleaner, 'iwis'):
         root = Path(path).expanduser().absolute()
         moved = {(root/c.src).resolve(): c for c in dataset_changes(log).changes if c.op != 'mkdir'}

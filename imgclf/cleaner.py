@@ -4,23 +4,22 @@
 
 # %% ../nbs/lib/21_cleaner.ipynb #54a52b5b
 from __future__ import annotations
-import csv, hashlib, html, io, os, threading
+import csv, html, io, os, threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import pandas as pd
+from fastcore.basics import patch
 from .core import ImgclfError, atomic_write_bytes, check_class_name, class_name_problem, image_files
 from .images import open_image, DownloadError
-from .changes import apply_changes, undo_changes, dataset_changes, TRASH, LOG_NAME, SURE
+from .changes import apply_changes, undo_changes, last_undoable, file_sha, changed_since_shown, SURE
+from .rank import Kind, with_kind
 
 # %% auto #0
-__all__ = ['CHOICES_FILE', 'file_sha', 'Choices', 'Thumbnails', 'sure_suggestions', 'Cleaner']
+__all__ = ['CHOICES_FILE', 'Choices', 'Thumbnails', 'sure_suggestions', 'merge_predictions', 'model_columns', 'Suspects',
+           'make_tile', 'Cleaner']
 
 # %% ../nbs/lib/21_cleaner.ipynb #3c441545
 CHOICES_FILE = '.imgclf-choices.csv'
-
-def file_sha(f:Path) -> str:
-    "SHA-256 of a file's bytes"
-    return hashlib.sha256(Path(f).read_bytes()).hexdigest()
 
 class Choices:
     "What to do with which file of a dataset: 'delete' or a class to move it to, with the file's SHA-256 when shown"
@@ -57,49 +56,49 @@ class Choices:
         with self.lock: w.writerows([f, a, s] for f, (a, s) in sorted(self.marks.items()))
         return atomic_write_bytes(Path(dest), b.getvalue().encode())
 
-    def load(self, src:Path) -> Choices:
-        "Add the choices of a CSV written by `save`, by `imgclf clean` or by a spreadsheet: columns `file`, `action`, optional `sha`"
-        src = Path(src).expanduser()
-        try:
-            text = src.read_text(encoding='utf-8-sig')  # a spreadsheet may start the file with a byte-order mark
-            try: dialect = csv.Sniffer().sniff(text.partition('\n')[0], delimiters=',;\t')  # many locales save with ; or tabs
-            except csv.Error: dialect = csv.excel
-            rows = list(csv.DictReader(io.StringIO(text, newline=''), dialect=dialect))
-        except (OSError, csv.Error, UnicodeDecodeError) as e: raise ImgclfError(f'Cannot read the choices file {src}: {e}') from None
-        if rows and not {'file', 'action'} <= set(rows[0]):
-            raise ImgclfError(f'{src} has no file and action columns (its first line: {text.partition(chr(10))[0][:80]!r})')
-        folders = {}  # a class typed in another case ("Rose") means the folder "rose", when only one folder could be meant
-        for d in (self.path.iterdir() if self.path.is_dir() else []):
-            if d.is_dir(): folders.setdefault(d.name.lower(), []).append(d.name)
-        for i, r in enumerate(rows, 2):
-            a, f = (r.get('action') or '').strip(), (r.get('file') or '').strip()
-            if a.lower() in ('keep', 'delete'): a = a.lower()
-            elif len(same := folders.get(a.lower(), [])) == 1 and a not in same: a = same[0]
-            if not a or a == 'keep' or a == Path(f).parts[0]: continue  # nothing to do, or "move" to the class it is in
-            if a != 'delete' and (why := class_name_problem(a)): raise ImgclfError(f'{src}, row {i}: action {a!r} cannot be a class: {why}')
-            self.marks[f] = (a, (r.get('sha') or '').strip())
-        self._autosave()
-        return self
-
     def _autosave(self):
         if self.autosave and self.path.is_dir(): self.save(self.autosave)
 
-    def apply(self, create_classes:bool=False, # allow moving to a class that has no folder yet
-             ) -> Path|None:
-        "Check every chosen file is still what was shown, then apply through `apply_changes` (trash, log, undo); return the log"
-        problems = []
-        for f, (a, sha) in sorted(self.marks.items()):
-            p = self.path/f
-            if not p.is_file(): problems.append(f'{f}: not there any more')
-            elif sha and file_sha(p) != sha and not file_sha(p).startswith(sha): problems.append(f'{f}: changed since it was shown')
-        if problems:
-            raise ImgclfError(f'Nothing was changed: {len(problems)} chosen file(s) are not what was shown; reload the view and choose again.\n'
-                              + '\n'.join(problems[:20]))
-        log = apply_changes(self.path, [self.path/f for f in self.deletes], [(self.path/f, c) for f, c in self.relabels], create_classes)
-        with self.lock: self.marks.clear()
-        self._autosave()
-        return log
 
+# %% ../nbs/lib/21_cleaner.ipynb #df0a6531
+@patch
+def load(self:Choices, src:Path) -> Choices:
+    "Add the choices of a CSV written by `save`, by `imgclf clean` or by a spreadsheet: columns `file`, `action`, optional `sha`"
+    src = Path(src).expanduser()
+    try:
+        text = src.read_text(encoding='utf-8-sig')  # a spreadsheet may start the file with a byte-order mark
+        try: dialect = csv.Sniffer().sniff(text.partition('\n')[0], delimiters=',;\t')  # many locales save with ; or tabs
+        except csv.Error: dialect = csv.excel
+        rows = list(csv.DictReader(io.StringIO(text, newline=''), dialect=dialect))
+    except (OSError, csv.Error, UnicodeDecodeError) as e: raise ImgclfError(f'Cannot read the choices file {src}: {e}') from None
+    if rows and not {'file', 'action'} <= set(rows[0]):
+        raise ImgclfError(f'{src} has no file and action columns (its first line: {text.partition(chr(10))[0][:80]!r})')
+    folders = {}  # a class typed in another case ("Rose") means the folder "rose", when only one folder could be meant
+    for d in (self.path.iterdir() if self.path.is_dir() else []):
+        if d.is_dir(): folders.setdefault(d.name.lower(), []).append(d.name)
+    for i, r in enumerate(rows, 2):
+        a, f = (r.get('action') or '').strip(), (r.get('file') or '').strip()
+        if a.lower() in ('keep', 'delete'): a = a.lower()
+        elif len(same := folders.get(a.lower(), [])) == 1 and a not in same: a = same[0]
+        if not a or a == 'keep' or a == Path(f).parts[0]: continue  # nothing to do, or "move" to the class it is in
+        if a != 'delete' and (why := class_name_problem(a)): raise ImgclfError(f'{src}, row {i}: action {a!r} cannot be a class: {why}')
+        self.marks[f] = (a, (r.get('sha') or '').strip())
+    self._autosave()
+    return self
+
+@patch
+def apply(self:Choices, create_classes:bool=False, # allow moving to a class that has no folder yet
+         ) -> Path|None:
+    "Check every chosen file is still what was shown, then apply through `apply_changes` (trash, log, undo); return the log"
+    with self.lock: shown = {f: sha for f, (_, sha) in sorted(self.marks.items())}
+    problems = changed_since_shown(self.path, shown)
+    if problems:
+        raise ImgclfError(f'Nothing was changed: {len(problems)} chosen file(s) are not what was shown; reload the view and choose again.\n'
+                          + '\n'.join(problems[:20]))
+    log = apply_changes(self.path, [self.path/f for f in self.deletes], [(self.path/f, c) for f, c in self.relabels], create_classes)
+    with self.lock: self.marks.clear()
+    self._autosave()
+    return log
 
 # %% ../nbs/lib/21_cleaner.ipynb #59413332
 class Thumbnails:
@@ -143,9 +142,106 @@ def sure_suggestions(ranked:pd.DataFrame, # from `rank_suspects` (or rows of it)
                      threshold:float=SURE, # the least probability of the suggested class
                     ) -> pd.Series:
     "Which rows are likely mislabelled with a suggested class the models give at least `threshold`: the relabels to accept"
-    return (ranked.reason.fillna('').str.startswith('likely mislabelled') & (ranked.suggested.fillna('') != '')
+    return ((with_kind(ranked).kind == Kind.mislabelled) & (ranked.suggested.fillna('') != '')
             & (ranked.p_suggested.fillna(0) >= threshold))
 
+def merge_predictions(ranked:pd.DataFrame, # from `rank_suspects`
+                      predictions:pd.DataFrame, # from `imgclf.export.predict_folder` on the same folder
+                      path:Path, # the dataset folder, as given to `predict_folder`
+                     ) -> pd.DataFrame:
+    "`ranked` with what your model calls each picture: `model_label` and `model_probability`, both empty for a picture it could not read"
+    got = predictions.set_axis([Path(f).relative_to(path).as_posix() for f in predictions.file])
+    return ranked.assign(model_label=ranked.file.map(got.label).fillna(''), model_probability=ranked.file.map(got.probability))
+
+def model_columns(ranked:pd.DataFrame, # from `rank_suspects`
+                  learn, # a fastai `Learner`, a model file or a loaded classifier
+                  path:Path, # the dataset folder
+                  progress:bool=True, # show a progress bar while predicting
+                 ) -> pd.DataFrame:
+    "`merge_predictions` of `learn`'s predictions; a `Learner` adds the `split` each picture was in ('train', 'valid' or '')"
+    from imgclf.export import load_classifier, predict_folder
+    if isinstance(learn, (str, Path)): learn = load_classifier(learn)
+    r = merge_predictions(ranked, predict_folder(learn, path, progress=progress), path)
+    if getattr(learn, 'dls', None) is None: return r
+    split, root = {}, Path(path).resolve()
+    for name, dl in (('train', learn.dls.train), ('valid', learn.dls.valid)):
+        for f in dl.items:
+            try: split[Path(f).resolve().relative_to(root).as_posix()] = name
+            except (ValueError, TypeError): pass  # not a file of this dataset
+    return r.assign(split=[split.get(f, '') for f in r.file])
+
+# %% ../nbs/lib/21_cleaner.ipynb #c5154864
+class Suspects:
+    "The dataset's pictures where they are now, each with its ranking, most suspect first; and the views that select among them"
+    def __init__(self, path:Path, # the dataset folder
+                 ranked:pd.DataFrame, # from `rank_suspects`
+                ): self.path, self.ranked = Path(path), with_kind(ranked)
+
+    def reload(self) -> Suspects:
+        "Read the dataset from disk again: every picture where it is now, with its ranking if it was ranked"
+        recs = self.ranked.to_dict('records')
+        by_sha = {r['sha']: r for r in recs if isinstance(r.get('sha'), str)}
+        by_file, rows = {r['file']: r for r in recs}, []
+        for f in image_files(self.path):
+            rel = f.relative_to(self.path).as_posix()
+            if len(f.relative_to(self.path).parts) != 2: continue
+            r = dict(by_file.get(rel) or {})
+            if not r or r.get('label') != rel.split('/')[0]:
+                sha = file_sha(f)
+                r = dict(by_sha.get(sha) or dict(score=0., kind=Kind.none, reason='', suggested='', p_suggested=0., duplicate_of='', outlier_z=0.), sha=sha)
+            r.update(file=rel, label=rel.split('/')[0])
+            rows.append(r)
+        self.rows = pd.DataFrame(rows).sort_values(['score', 'file'], ascending=[False, True], kind='stable').reset_index(drop=True)
+        self.classes = sorted({r['label'] for r in rows})
+        return self
+
+    def views(self) -> list[tuple[str, str]]:
+        "The views, as (label, value) pairs for a menu"
+        opts = [('All pictures, most suspect first', 'all'), ('Not any class', 'outliers'), ('Duplicates', 'duplicates'),
+                ('Likely mislabelled', 'mislabelled'), ('My choices', 'marked')] + [(f'Class: {c}', f'class:{c}') for c in self.classes]
+        if 'split' in self.rows: opts += [(f'{s.capitalize()} pictures of the model', f'split:{s}') for s in ('train', 'valid') if (self.rows.split == s).any()]
+        return opts
+
+    def select(self, view:str, # a value of `views`
+               marked=(), # the files chosen for: the view 'marked'
+              ) -> pd.DataFrame:
+        "The rows of `view`, most suspect first"
+        r = self.rows
+        if view == 'outliers': return r[r.kind == Kind.outlier]
+        if view == 'duplicates': return r[r.duplicate_of.fillna('') != '']
+        if view == 'mislabelled': return r[r.kind == Kind.mislabelled]
+        if view == 'marked': return r[r.file.isin(marked)]
+        if view.startswith('class:'): return r[r.label == view[6:]]
+        if view.startswith('split:'): return r[r.split == view[6:]]
+        return r
+
+# %% ../nbs/lib/21_cleaner.ipynb #7baf0899
+def make_tile(W, # the `ipywidgets` module
+              r:dict, # a row of `Suspects.rows`
+              thumb:bytes, # its JPEG thumbnail
+              size:int, # thumbnail size in pixels
+              classes:list, # every class, for the menu
+              action:str, # what is chosen for it so far: 'keep', 'delete' or a class
+              choose, # called with the new action when the menu changes
+              enlarge, # called when *view* is clicked
+             ):
+    "A tile: the picture, a menu (keep, delete or another class), a *view* button, and why it is suspect"
+    f = r['file']
+    img = W.Image(value=thumb, format='jpeg', layout=W.Layout(width=f'{size}px', height=f'{size}px', object_fit='contain'))
+    sug = r.get('suggested') or ''
+    likelier = sug and sug != r['label'] and r.get('p_suggested', 0) > r.get('p_label', 1)
+    what = f'given <b>{_esc(r["label"])}</b>' + (f', looks like <b>{_esc(sug)}</b> {r.get("p_suggested", 0):.0%}' if likelier else '')
+    if isinstance(r.get('model_label'), str) and r['model_label']: what += f'<br>your model: <b>{_esc(r["model_label"])}</b> {r.get("model_probability", 0):.0%}'
+    info = W.HTML(f'<div style="font-size:12px;line-height:1.25;word-break:break-word" title="{_esc(f)}">{what}<br>'
+                  f'<span style="color:#a33">{_esc(r.get("reason") or "")}</span></div>', layout=W.Layout(width=f'{size + 10}px'))
+    menu = W.Dropdown(options=[('keep', 'keep'), ('delete', 'delete')] + [(f'move to {c}', c) for c in classes if c != r['label']],
+                      value=action, layout=W.Layout(width=f'{size + 10}px'))
+    menu.observe(lambda ch: choose(ch['new']), names='value')
+    zoom = W.Button(description='view', layout=W.Layout(width='58px', min_width='58px'), tooltip=f)
+    zoom.on_click(lambda _: enlarge())
+    return W.VBox([img, W.HBox([menu]), W.HBox([zoom, info])], layout=W.Layout(border='1px solid #ddd', padding='3px'))
+
+# %% ../nbs/lib/21_cleaner.ipynb #d23a2a68
 class Cleaner:
     "A paged grid of the dataset's pictures, most suspect first, with choices that persist and act safely"
     def __init__(self, path:Path, # the dataset: a folder of class folders
@@ -160,11 +256,22 @@ class Cleaner:
         if ranked is None:
             from imgclf.rank import rank_suspects
             ranked = rank_suspects(self.path)
-        self.ranked = ranked.copy()
-        if learn is not None: self._add_model(learn)
+        if learn is not None: ranked = model_columns(ranked, learn, self.path)
+        self.suspects = Suspects(self.path, ranked)
         self.choices = choices or Choices(self.path)
         if choices is None and (self.path/CHOICES_FILE).is_file(): self.choices.load(self.path/CHOICES_FILE)
         self.thumbs, self.shown, self.log = Thumbnails(thumb), {}, None
+        self._make_widgets(W, thumb)
+        self.reload()
+
+    @property
+    def ranked(self) -> pd.DataFrame: return self.suspects.ranked
+    @property
+    def rows(self) -> pd.DataFrame: return self.suspects.rows
+    @property
+    def classes(self) -> list: return self.suspects.classes
+
+    def _make_widgets(self, W, thumb):
         self.view = W.Dropdown(description='Show', layout=W.Layout(width='320px'))
         self.prev, self.next = W.Button(description='◀', layout=W.Layout(width='40px')), W.Button(description='▶', layout=W.Layout(width='40px'))
         self.where, self.tally, self.msg = W.HTML(), W.HTML(), W.HTML()
@@ -185,147 +292,100 @@ class Cleaner:
         self.widget = W.VBox([W.HBox([self.view, self.prev, self.where, self.next, self.tally]),
                               W.HBox([self.apply_btn, self.undo_btn, self.sure_btn, self.msg]),
                               W.HBox([self.grid, self.big_box])])
-        self.reload()
-
-    def _add_model(self, learn):
-        "Your model's prediction of every readable picture, and (a `Learner`) which split each picture was in, as columns of `ranked`"
-        from imgclf.export import load_classifier, predict_folder
-        if isinstance(learn, (str, Path)): learn = load_classifier(learn)
-        r, got = self.ranked, predict_folder(learn, self.path, progress=True)
-        got.index = [Path(f).relative_to(self.path).as_posix() for f in got.file]
-        r['model_label'], r['model_p'] = r.file.map(got.label).fillna(''), r.file.map(got.probability).fillna(0.)
-        if getattr(learn, 'dls', None) is not None:  # a Learner knows which pictures it learned from and which it was judged on
-            split, root = {}, self.path.resolve()
-            for name, dl in (('train', learn.dls.train), ('valid', learn.dls.valid)):
-                for f in dl.items:
-                    try: split[Path(f).resolve().relative_to(root).as_posix()] = name
-                    except (ValueError, TypeError): pass  # not a file of this dataset
-            r['split'] = [split.get(f, '') for f in r.file]
 
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
 
-    def reload(self):
-        "Read the dataset from disk again: every picture where it is now, with its ranking if it was ranked"
-        files = image_files(self.path)
-        by_sha = {s: r for r, s in zip(self.ranked.to_dict('records'), self.ranked.sha) if isinstance(s, str)}
-        by_file = {r['file']: r for r in self.ranked.to_dict('records')}
-        rows = []
-        for f in files:
-            rel = f.relative_to(self.path).as_posix()
-            if len(f.relative_to(self.path).parts) != 2: continue
-            r = dict(by_file.get(rel) or {})
-            if not r or r.get('label') != rel.split('/')[0]:
-                sha = file_sha(f)
-                r = dict(by_sha.get(sha) or dict(score=0., reason='', suggested='', p_suggested=0., duplicate_of='', outlier_z=0.), sha=sha)
-            r.update(file=rel, label=rel.split('/')[0])
-            rows.append(r)
-        self.rows = pd.DataFrame(rows).sort_values(['score', 'file'], ascending=[False, True], kind='stable').reset_index(drop=True)
-        self.classes = sorted({r['label'] for r in rows})
-        self.choices.marks = {f: m for f, m in self.choices.marks.items() if (self.path/f).is_file()}
-        opts = [('All pictures, most suspect first', 'all'), ('Not any class', 'outliers'), ('Duplicates', 'duplicates'),
-                ('Likely mislabelled', 'mislabelled'), ('My choices', 'marked')] + [(f'Class: {c}', f'class:{c}') for c in self.classes]
-        if 'split' in self.rows: opts += [(f'{s.capitalize()} pictures of the model', f'split:{s}') for s in ('train', 'valid') if (self.rows.split == s).any()]
-        old, self._quiet = self.view.value, True
-        try:
-            self.view.options = opts
-            self.view.value = old if old in dict(opts).values() else 'all'
-        finally: self._quiet = False
-        self.go(min(self.page, max(0, self.pages - 1)))
+# %% ../nbs/lib/21_cleaner.ipynb #6d90d2c9
+@patch
+def reload(self:Cleaner):
+    "Read the dataset from disk again: every picture where it is now, with its ranking if it was ranked"
+    self.suspects.reload()
+    self.choices.marks = {f: m for f, m in self.choices.marks.items() if (self.path/f).is_file()}
+    opts, (old, self._quiet) = self.suspects.views(), (self.view.value, True)
+    try:
+        self.view.options = opts
+        self.view.value = old if old in dict(opts).values() else 'all'
+    finally: self._quiet = False
+    self.go(min(self.page, max(0, self.pages - 1)))
 
-    def _selected(self) -> pd.DataFrame:
-        v, r = self.view.value or 'all', self.rows
-        if v == 'outliers': return r[r.reason.fillna('').str.startswith('not any class')]
-        if v == 'duplicates': return r[r.duplicate_of.fillna('') != '']
-        if v == 'mislabelled': return r[r.reason.fillna('').str.startswith('likely mislabelled')]
-        if v == 'marked': return r[r.file.isin(self.choices.marks)]
-        if v.startswith('class:'): return r[r.label == v[6:]]
-        if v.startswith('split:'): return r[r.split == v[6:]]
-        return r
+@patch
+def _selected(self:Cleaner) -> pd.DataFrame: return self.suspects.select(self.view.value or 'all', self.choices.marks)
 
-    @property
-    def pages(self) -> int: return max(1, -(-len(self._selected()) // self.page_size))
+@patch(as_prop=True)
+def pages(self:Cleaner) -> int: return max(1, -(-len(self._selected()) // self.page_size))
 
-    def go(self, page:int):
-        "Show page `page` of the current view"
-        sel = self._selected()
-        self.page = max(0, min(page, self.pages - 1))
-        rows = sel.iloc[self.page * self.page_size:(self.page + 1) * self.page_size]
-        thumbs = self.thumbs.get([self.path/f for f in rows.file])
-        nxt = sel.iloc[(self.page + 1) * self.page_size:(self.page + 2) * self.page_size]
-        self.thumbs.prefetch([self.path/f for f in nxt.file])
-        self.shown = {}
-        self.grid.children = [self._tile(r, t) for r, t in zip(rows.to_dict('records'), thumbs)]
-        self.where.value = f'page {self.page + 1} of {self.pages} ({len(sel)} pictures)'
-        self._update_tally()
+@patch
+def go(self:Cleaner, page:int):
+    "Show page `page` of the current view"
+    sel = self._selected()
+    self.page = max(0, min(page, self.pages - 1))
+    rows = sel.iloc[self.page * self.page_size:(self.page + 1) * self.page_size]
+    thumbs = self.thumbs.get([self.path/f for f in rows.file])
+    nxt = sel.iloc[(self.page + 1) * self.page_size:(self.page + 2) * self.page_size]
+    self.thumbs.prefetch([self.path/f for f in nxt.file])
+    self.shown = {r['file']: r.get('sha') or '' for r in rows.to_dict('records')}
+    self.grid.children = [make_tile(self.W, r, t, self.thumbs.size, self.classes, self.choices.action(r['file']),
+                                    lambda a, f=r['file']: self._choose(f, a, self.shown.get(f, '')), lambda f=r['file']: self._enlarge(f))
+                          for r, t in zip(rows.to_dict('records'), thumbs)]
+    self.where.value = f'page {self.page + 1} of {self.pages} ({len(sel)} pictures)'
+    self._update_tally()
 
-    def _tile(self, r:dict, thumb:bytes):
-        W = self.W
-        f, sha = r['file'], r.get('sha') or ''
-        self.shown[f] = sha
-        img = W.Image(value=thumb, format='jpeg', layout=W.Layout(width=f'{self.thumbs.size}px', height=f'{self.thumbs.size}px', object_fit='contain'))
-        sug = r.get('suggested') or ''
-        likelier = sug and sug != r['label'] and r.get('p_suggested', 0) > r.get('p_label', 1)
-        what = f'given <b>{_esc(r["label"])}</b>' + (f', looks like <b>{_esc(sug)}</b> {r.get("p_suggested", 0):.0%}' if likelier else '')
-        if isinstance(r.get('model_label'), str) and r['model_label']: what += f'<br>your model: <b>{_esc(r["model_label"])}</b> {r.get("model_p", 0):.0%}'
-        reason = r.get('reason') or ''
-        info = W.HTML(f'<div style="font-size:12px;line-height:1.25;word-break:break-word" title="{_esc(f)}">{what}<br>'
-                      f'<span style="color:#a33">{_esc(reason)}</span></div>', layout=W.Layout(width=f'{self.thumbs.size + 10}px'))
-        menu = W.Dropdown(options=[('keep', 'keep'), ('delete', 'delete')] + [(f'move to {c}', c) for c in self.classes if c != r['label']],
-                          value=self.choices.action(f), layout=W.Layout(width=f'{self.thumbs.size + 10}px'))
-        menu.observe(lambda ch, f=f, sha=sha: self._choose(f, ch['new'], sha), names='value')
-        zoom = W.Button(description='view', layout=W.Layout(width='58px', min_width='58px'), tooltip=f)
-        zoom.on_click(lambda _, f=f: self._enlarge(f))
-        return W.VBox([img, W.HBox([menu]), W.HBox([zoom, info])], layout=W.Layout(border='1px solid #ddd', padding='3px'))
+@patch
+def _choose(self:Cleaner, f:str, action:str, sha:str):
+    if f not in self.shown: return  # only a tile of the page on screen can choose
+    try:
+        if not sha: sha = file_sha(self.path/f)
+        self.choices.mark(f, action, sha)
+    except (ImgclfError, OSError) as e: self.msg.value = _error(e)
+    self._update_tally()
 
-    def _choose(self, f:str, action:str, sha:str):
-        if f not in self.shown: return  # only a tile of the page on screen can choose
-        try:
-            if not sha: sha = file_sha(self.path/f)
-            self.choices.mark(f, action, sha)
-        except (ImgclfError, OSError) as e: self.msg.value = _error(e)
-        self._update_tally()
+@patch
+def _update_tally(self:Cleaner): self.tally.value = f'&nbsp; <b>{self.choices.tally()}</b>'
 
-    def _enlarge(self, f:str):
-        "Show `f` large beside the grid; a duplicate with its other copy under it"
-        def big(g):
-            im = open_image(self.path/g); im.thumbnail((480, 480)); b = io.BytesIO(); im.save(b, 'JPEG', quality=90); return b.getvalue()
-        try: self.big.value = big(f)
-        except DownloadError as e: self.msg.value, self.big_box.layout.display = _esc(f'{f}: {e.reason}'), 'none'; return
-        self.big_title.value, self.big_box.layout.display = f'<b>{_esc(f)}</b>', ''
-        row = self.rows[self.rows.file == f]
-        twin = row.duplicate_of.iloc[0] if len(row) and 'duplicate_of' in row and isinstance(row.duplicate_of.iloc[0], str) else ''
-        try: self.twin.value, self.twin_title.value = (big(twin), f'<b>its other copy: {_esc(twin)}</b>') if twin else (b'', '')
-        except DownloadError: self.twin.value, self.twin_title.value = b'', _esc(f'its other copy {twin} cannot be read')
-        self.twin.layout.display = '' if self.twin.value else 'none'
+@patch
+def _enlarge(self:Cleaner, f:str):
+    "Show `f` large beside the grid; a duplicate with its other copy under it"
+    def big(g):
+        im = open_image(self.path/g); im.thumbnail((480, 480)); b = io.BytesIO(); im.save(b, 'JPEG', quality=90); return b.getvalue()
+    try: self.big.value = big(f)
+    except DownloadError as e: self.msg.value, self.big_box.layout.display = _esc(f'{f}: {e.reason}'), 'none'; return
+    self.big_title.value, self.big_box.layout.display = f'<b>{_esc(f)}</b>', ''
+    row = self.rows[self.rows.file == f]
+    twin = row.duplicate_of.iloc[0] if len(row) and 'duplicate_of' in row and isinstance(row.duplicate_of.iloc[0], str) else ''
+    try: self.twin.value, self.twin_title.value = (big(twin), f'<b>its other copy: {_esc(twin)}</b>') if twin else (b'', '')
+    except DownloadError: self.twin.value, self.twin_title.value = b'', _esc(f'its other copy {twin} cannot be read')
+    self.twin.layout.display = '' if self.twin.value else 'none'
 
-    def _update_tally(self): self.tally.value = f'&nbsp; <b>{self.choices.tally()}</b>'
+# %% ../nbs/lib/21_cleaner.ipynb #18b0c911
+@patch
+def accept_sure(self:Cleaner, threshold:float=SURE) -> int:
+    "Choose to relabel each likely mislabelled picture on the page whose suggested class has at least `threshold`, unless chosen already; how many"
+    n, page = 0, self.rows[self.rows.file.isin(self.shown)]
+    for r in page[sure_suggestions(page, threshold)].to_dict('records'):
+        f, sug = r['file'], r['suggested']
+        if sug in self.classes and sug != r['label'] and self.choices.action(f) == 'keep':
+            self._choose(f, sug, self.shown[f]); n += 1
+    self.go(self.page)  # draw the page again: its menus show the new choices
+    self.msg.value = (f'{n} picture(s) on this page chosen to move to the class the models give at least {threshold:.0%}: '
+                      'look them over, then Apply' if n else f'No likely mislabelled picture on this page reaches {threshold:.0%} '
+                      'that you have not chosen for already')
+    return n
 
-    def accept_sure(self, threshold:float=SURE) -> int:
-        "Choose to relabel each likely mislabelled picture on the page whose suggested class has at least `threshold`, unless chosen already; how many"
-        n, page = 0, self.rows[self.rows.file.isin(self.shown)]
-        for r in page[sure_suggestions(page, threshold)].to_dict('records'):
-            f, sug = r['file'], r['suggested']
-            if sug in self.classes and sug != r['label'] and self.choices.action(f) == 'keep':
-                self._choose(f, sug, self.shown[f]); n += 1
-        self.go(self.page)  # draw the page again: its menus show the new choices
-        self.msg.value = (f'{n} picture(s) on this page chosen to move to the class the models give at least {threshold:.0%}: '
-                          'look them over, then Apply' if n else f'No likely mislabelled picture on this page reaches {threshold:.0%} '
-                          'that you have not chosen for already')
-        return n
+@patch
+def apply(self:Cleaner):
+    "Apply the choices (trash, log, undo), then read the dataset again"
+    try: self.log = self.choices.apply()
+    except ImgclfError as e: self.msg.value = _error(e); return
+    self.msg.value = f'Applied; <code>{_esc(self.log)}</code> records it' if self.log else 'Nothing to apply'
+    self.reload()
 
-    def apply(self):
-        "Apply the choices (trash, log, undo), then read the dataset again"
-        try: self.log = self.choices.apply()
-        except ImgclfError as e: self.msg.value = _error(e); return
-        self.msg.value = f'Applied; <code>{_esc(self.log)}</code> records it' if self.log else 'Nothing to apply'
-        self.reload()
-
-    def undo(self):
-        "Put back every file of the last apply, then read the dataset again"
-        logs = [l for l, cs, undos in dataset_changes(self.path).sessions if not undos and cs]
-        if not logs: self.msg.value = 'Nothing to undo'; return
-        try: undo_changes(logs[-1]); self.msg.value = _esc(f'Undone: {logs[-1]}')
-        except ImgclfError as e: self.msg.value = _error(e)
-        self.reload()
+@patch
+def undo(self:Cleaner):
+    "Put back every file of the last apply, then read the dataset again"
+    log = last_undoable(self.path)
+    if log is None: self.msg.value = 'Nothing to undo'; return
+    try: undo_changes(log); self.msg.value = _esc(f'Undone: {log}')
+    except ImgclfError as e: self.msg.value = _error(e)
+    self.reload()

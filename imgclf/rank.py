@@ -12,12 +12,12 @@ import pandas as pd
 import imagehash
 from .core import ImgclfError, scan_dataset, imgclf_home, atomic_path, keep_freed_memory
 from .images import open_image, DownloadError
-from .dedupe import hash_distances
+from .dedupe import NEAR_DUP, hash_distances
 from .manifest import read_manifest
 
 # %% auto #0
-__all__ = ['LEVELS', 'C_N', 'OUTLIER_Z', 'NEAR_DUP', 'NEAR_DUP_COS', 'CROSS_SCORE', 'DUP_SCORE', 'FEW_SCORE', 'embed_images',
-           'oof_probs', 'outlier_z', 'manifest_pairs', 'rank_suspects']
+__all__ = ['LEVELS', 'C_N', 'OUTLIER_Z', 'NEAR_DUP_COS', 'CROSS_SCORE', 'DUP_SCORE', 'FEW_SCORE', 'KINDS', 'embed_images',
+           'l2_normalize', 'oof_probs', 'outlier_z', 'manifest_pairs', 'Kind', 'with_kind', 'rank_suspects']
 
 # %% ../nbs/lib/20_rank.ipynb #93694b75
 def _load(f, size, cache):
@@ -74,7 +74,9 @@ def embed_images(files:list, # image files
 # %% ../nbs/lib/20_rank.ipynb #c0b639a1
 C_N = 50_000  # a logistic regression's C times the pictures it learns from: the same weight decay per picture at any size
 
-def _normalize(F): return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
+def l2_normalize(F:np.ndarray) -> np.ndarray:
+    "Each row of `F` scaled to length 1 (a row of zeros stays zeros)"
+    return F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
 
 def oof_probs(X:np.ndarray, # one row of features per picture (L2-normalised)
               y:np.ndarray, # the given label of each picture, as a class index
@@ -109,7 +111,7 @@ def outlier_z(X:np.ndarray, # L2-normalised features
              ) -> np.ndarray:
     "How far each picture is from the nearest class centre, in robust standard deviations of the pictures kept"
     keep = np.ones(len(y), bool) if keep is None else keep
-    mu = _normalize(np.stack([X[keep & (y == c)].mean(0) if (keep & (y == c)).any() else X[y == c].mean(0)
+    mu = l2_normalize(np.stack([X[keep & (y == c)].mean(0) if (keep & (y == c)).any() else X[y == c].mean(0)
                               for c in range(n_classes)]))
     far = 1 - (X @ mu.T).max(1)
     med = np.median(far[keep]); mad = np.median(np.abs(far[keep] - med)) * 1.4826 or 1e-6
@@ -140,73 +142,46 @@ def manifest_pairs(path:Path, # a dataset folder; its `manifest.csv` is read if 
 
 # %% ../nbs/lib/20_rank.ipynb #81501448
 OUTLIER_Z = 3.  # pictures further than this from every class centre (robust z) are "not any class"
-NEAR_DUP = 6  # pictures whose perceptual hashes differ in at most this many of 64 bits are the same picture
-NEAR_DUP_COS = 0.95  # ... or whose features point the same way this closely (a crop, a recoloured copy)
+NEAR_DUP_COS = 0.95  # pictures whose features point the same way this closely are the same picture too (a crop, a recoloured copy); `NEAR_DUP` is the hash distance
 CROSS_SCORE = 1.5  # a picture filed in two classes, the copy whose class the models believe less: first of all
 DUP_SCORE = 0.5  # a repeat within one class: as suspect as a coin toss (harmless to delete, less urgent than a wrong class)
 FEW_SCORE = 0.5  # the only picture of its class: nothing to judge it by, but worth a look (a stray folder, a typo in a class name)
 
-def rank_suspects(path:Path, # a folder of class folders
-                  size:int=288, # pixels the network sees
-                  progress:bool=True, # show a progress bar while computing features
-                  outlier_z_min:float=OUTLIER_Z, # see `OUTLIER_Z`
-                  near_dup:int=NEAR_DUP, # see `NEAR_DUP`
-                 ) -> pd.DataFrame:
-    "Every picture of the dataset, most suspect first: `file, label, suggested, score, reason` and the numbers behind them"
+class Kind:
+    "Why a picture is suspect: the values of the `kind` column of `rank_suspects` (its `reason` says it in words, for people)"
+    mislabelled = 'mislabelled'  # the models believe another class more than its own
+    outlier = 'outlier'  # far from every class centre: perhaps a picture of none of the classes
+    too_few = 'too_few'  # the only readable picture of its class: nothing to judge it by
+    duplicate = 'duplicate'  # the same picture as another of its own class
+    two_classes = 'two_classes'  # the same picture as one filed in another class
+    unreadable = 'unreadable'  # the file cannot be opened as a picture
+    none = ''  # nothing suspect
+
+KINDS = (Kind.mislabelled, Kind.outlier, Kind.too_few, Kind.duplicate, Kind.two_classes, Kind.unreadable)
+_WORDS = {'likely mislabelled': Kind.mislabelled, 'not any class': Kind.outlier, 'too few to judge': Kind.too_few,
+          'duplicate of': Kind.duplicate, 'in two classes': Kind.two_classes, 'unreadable': Kind.unreadable}
+
+def with_kind(ranked:pd.DataFrame, # from `rank_suspects`, or read back from a CSV of it
+             ) -> pd.DataFrame:
+    "`ranked` with a `kind` column of `Kind` names ('' when not suspect); a ranking saved before there was one gets it from its reasons"
+    if 'kind' in ranked: return ranked.assign(kind=ranked.kind.fillna(''))
+    reason, kind = ranked.reason.fillna('').astype(str), pd.Series(Kind.none, index=ranked.index, dtype=object)
+    for words, k in _WORDS.items(): kind[reason.str.startswith(words)] = k
+    return ranked.assign(kind=kind)
+
+# %% ../nbs/lib/20_rank.ipynb #6fc70d0e
+def _suspicion(X, y, n, ok, outlier_z_min) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "Out-of-sample probabilities, outlier z and cleanlab's flags; the second round learns without the first round's suspects"
     from cleanlab.filter import find_label_issues
-    keep_freed_memory()  # see 00_core
-    path = Path(path).expanduser()
-    rep = scan_dataset(path, check=False)
-    files, vocab = rep.items, rep.vocab
-    y = np.array([vocab.index(f.relative_to(path).parts[0]) for f in files])
-    F, hashes, shas, errors = embed_images(files, size=size, progress=progress)
-    ok = np.array([e is None for e in errors])
-    X, n = _normalize(F), len(vocab)
-    counts = np.bincount(y[ok], minlength=n)
-    if (counts >= 2).sum() < 2:
-        raise ImgclfError(f'{path}: to rank pictures, at least two classes need 2 or more readable pictures; it has '
-                          + ', '.join(f'{c}: {k}' for c, k in zip(vocab, counts)))
-    few = ok & (counts[y] < 2)
     keep = ok.copy()
-    for _ in range(2):  # the second round learns without the suspects of the first
-        P = oof_probs(X, y, n, keep)
-        z = outlier_z(X, y, n, keep)
-        with warnings.catch_warnings():  # a very small class: cleanlab's note is about its own flags; the reasons below say it
+    for _ in range(2):
+        P, z = oof_probs(X, y, n, keep), outlier_z(X, y, n, keep)
+        with warnings.catch_warnings():  # a very small class: cleanlab's note is about its own flags; the reasons say it
             warnings.filterwarnings('ignore', 'May not flag all label issues', UserWarning)
             issues = find_label_issues(y[ok], P[ok], filter_by='prune_by_noise_rate') if ok.sum() > n else np.zeros(ok.sum(), bool)
         flagged = np.zeros(len(y), bool); flagged[ok] = issues
         keep = ok & ~flagged & (z <= outlier_z_min)
-    idx = np.arange(len(y))
-    p_label, other = P[idx, y], P.copy()
-    other[idx, y] = -1
-    best = other.argmax(1)
-    df = pd.DataFrame(dict(file=[f.relative_to(path).as_posix() for f in files], label=[vocab[i] for i in y],
-                           suggested=[vocab[i] for i in best], p_label=p_label.round(4), p_suggested=P[idx, best].round(4),
-                           outlier_z=z.round(2), flagged=flagged, phash=hashes, duplicate_of='', sha=shas))
-    out = ok & (z > outlier_z_min)
-    score = np.maximum(1 - p_label, 1 / (1 + np.exp(-4 * np.minimum(z - outlier_z_min, 10))))  # one scale: a picture at the outlier line counts as a coin toss
-    reasons = np.where(out, [f'not any class: far from every class (z={v:.1f})' for v in z], '')
-    mis = ok & ~out & (p_label < P[idx, best])
-    reasons = np.where(mis, [f'likely mislabelled: looks like {vocab[b]} ({P[i, b]:.0%})' for i, b in enumerate(best)], reasons)
-    for i in np.where(few & ~out)[0]:  # no other picture of its class to learn it from: its probabilities say nothing
-        score[i], reasons[i] = FEW_SCORE, f'too few to judge: the only picture of {vocab[y[i]]}'
-    cross, same = _duplicates(df, X, ok, near_dup)
-    for i, j, d in manifest_pairs(path, shas):  # what gather flagged, should the files have changed since
-        if ok[i] and ok[j] and y[i] != y[j]: cross.setdefault(i, (j, d)); cross.setdefault(j, (i, d))
-    for i, (j, d) in same.items():
-        df.loc[i, 'duplicate_of'] = df.file[j]; score[i] = max(score[i], DUP_SCORE)
-        reasons[i] = f'duplicate of {df.file[j]} (distance {d})'
-    for i, (j, d) in cross.items():
-        df.loc[i, 'duplicate_of'] = df.file[j]
-        if p_label[i] <= p_label[j]: score[i] = max(score[i], CROSS_SCORE)  # the twin that fits its class better keeps its own score
-        reasons[i] = f'in two classes: the same picture as {df.file[j]} (distance {d})'
-    df.loc[out, 'suggested'] = ''
-    df['score'], df['reason'] = score.round(4), reasons
-    bad = ~ok
-    df.loc[bad, 'score'], df.loc[bad, 'suggested'] = 2.0, ''
-    df.loc[bad, 'reason'] = [f'unreadable: {e}' for e in np.array(errors, dtype=object)[bad]]
-    cols = ['file', 'label', 'suggested', 'score', 'reason', 'p_label', 'p_suggested', 'outlier_z', 'flagged', 'duplicate_of', 'phash', 'sha']
-    return df[cols].sort_values(['score', 'file'], ascending=[False, True], kind='stable').reset_index(drop=True)
+    return P, z, flagged
 
 def _duplicates(df, X, ok, near_dup) -> tuple[dict, dict]:
     "Pictures that repeat another: in another class (row -> (other row, hash distance)), and in the same class (the later one)"
@@ -223,3 +198,56 @@ def _duplicates(df, X, ok, near_dup) -> tuple[dict, dict]:
             if df.label[i] != df.label[j]: cross.setdefault(i, (j, int(d[a, b]))); cross.setdefault(j, (i, int(d[a, b])))
             else: same.setdefault(j, (i, int(d[a, b])))
     return cross, same
+
+# %% ../nbs/lib/20_rank.ipynb #3ffae1ac
+def rank_suspects(path:Path, # a folder of class folders
+                  size:int=288, # pixels the network sees
+                  progress:bool=True, # show a progress bar while computing features
+                  outlier_z_min:float=OUTLIER_Z, # see `OUTLIER_Z`
+                  near_dup:int=NEAR_DUP, # see `imgclf.dedupe.NEAR_DUP`
+                 ) -> pd.DataFrame:
+    "Every picture of the dataset, most suspect first: `file, label, suggested, score, kind, reason` and the numbers behind them"
+    keep_freed_memory()  # see 00_core
+    path = Path(path).expanduser()
+    rep = scan_dataset(path, check=False)
+    files, vocab = rep.items, rep.vocab
+    y = np.array([vocab.index(f.relative_to(path).parts[0]) for f in files])
+    F, hashes, shas, errors = embed_images(files, size=size, progress=progress)
+    ok = np.array([e is None for e in errors])
+    X, n = l2_normalize(F), len(vocab)
+    counts = np.bincount(y[ok], minlength=n)
+    if (counts >= 2).sum() < 2:
+        raise ImgclfError(f'{path}: to rank pictures, at least two classes need 2 or more readable pictures; it has '
+                          + ', '.join(f'{c}: {k}' for c, k in zip(vocab, counts)))
+    P, z, flagged = _suspicion(X, y, n, ok, outlier_z_min)
+    idx = np.arange(len(y))
+    p_label, other = P[idx, y], P.copy()
+    other[idx, y] = -1
+    best = other.argmax(1)
+    df = pd.DataFrame(dict(file=[f.relative_to(path).as_posix() for f in files], label=[vocab[i] for i in y],
+                           suggested=[vocab[i] for i in best], p_label=p_label.round(4), p_suggested=P[idx, best].round(4),
+                           outlier_z=z.round(2), flagged=flagged, phash=hashes, duplicate_of='', sha=shas))
+    score = np.maximum(1 - p_label, 1 / (1 + np.exp(-4 * np.minimum(z - outlier_z_min, 10))))  # one scale: a picture at the outlier line counts as a coin toss
+    kind, reason = np.full(len(y), Kind.none, object), np.full(len(y), '', object)
+    def why(i, k, words): kind[i], reason[i] = k, words
+    out = ok & (z > outlier_z_min)
+    for i in np.where(out)[0]: why(i, Kind.outlier, f'not any class: far from every class (z={z[i]:.1f})')
+    for i in np.where(ok & ~out & (p_label < P[idx, best]))[0]:
+        why(i, Kind.mislabelled, f'likely mislabelled: looks like {vocab[best[i]]} ({P[i, best[i]]:.0%})')
+    for i in np.where(ok & (counts[y] < 2) & ~out)[0]:  # no other picture of its class to learn it from: its probabilities say nothing
+        score[i] = FEW_SCORE; why(i, Kind.too_few, f'too few to judge: the only picture of {vocab[y[i]]}')
+    cross, same = _duplicates(df, X, ok, near_dup)
+    for i, j, d in manifest_pairs(path, shas):  # what gather flagged, should the files have changed since
+        if ok[i] and ok[j] and y[i] != y[j]: cross.setdefault(i, (j, d)); cross.setdefault(j, (i, d))
+    for i, (j, d) in same.items():
+        df.loc[i, 'duplicate_of'] = df.file[j]; score[i] = max(score[i], DUP_SCORE)
+        why(i, Kind.duplicate, f'duplicate of {df.file[j]} (distance {d})')
+    for i, (j, d) in cross.items():
+        df.loc[i, 'duplicate_of'] = df.file[j]
+        if p_label[i] <= p_label[j]: score[i] = max(score[i], CROSS_SCORE)  # the twin that fits its class better keeps its own score
+        why(i, Kind.two_classes, f'in two classes: the same picture as {df.file[j]} (distance {d})')
+    for i in np.where(~ok)[0]: score[i] = 2.0; why(i, Kind.unreadable, f'unreadable: {errors[i]}')
+    df.loc[out | ~ok, 'suggested'] = ''
+    df['score'], df['kind'], df['reason'] = score.round(4), kind, reason
+    cols = ['file', 'label', 'suggested', 'score', 'kind', 'reason', 'p_label', 'p_suggested', 'outlier_z', 'flagged', 'duplicate_of', 'phash', 'sha']
+    return df[cols].sort_values(['score', 'file'], ascending=[False, True], kind='stable').reset_index(drop=True)

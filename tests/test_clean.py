@@ -203,25 +203,82 @@ def test_dataset_changes_lists_every_session(ds):
     assert '0 file(s) moved' in repr(dataset_changes(ds))
 
 
-class FakeCleaner:
-    "What `apply_cleaner` uses of fastai's `ImageClassifierCleaner`: fns, delete(), change(), iwis, on_change_ds()"
-    def __init__(self, fns, marks):
-        self.fns, self.marks, self.redrawn = fns, marks, 0
-        self.iwis = ([(f, f.parent.name, 1.0) for f in fns], [])
-    def delete(self): return [i for i, m in enumerate(self.marks) if m == '<Delete>']
-    def change(self): return [(i, m) for i, m in enumerate(self.marks) if m not in ('<Keep>', '<Delete>')]
-    def on_change_ds(self, change=None): self.redrawn += 1
+def fastai_cleaner(monkeypatch, root, losses):
+    "fastai's `ImageClassifierCleaner` over `root`, its learner's predictions replaced by `losses` (file name -> loss)"
+    import fastai.vision.widgets as fw
+    from fastcore.foundation import L
+    from types import SimpleNamespace
+    from IPython.display import display
+    monkeypatch.setattr(fw, 'display', display, raising=False)  # in a notebook IPython gives fastai's `widget` this builtin
+    info = L([(f, f.parent.name, losses[f.name]) for f in image_files(root)])
+    monkeypatch.setattr(fw, '_get_iw_info', lambda learn, ds_idx=0: info if ds_idx == 0 else L())
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith('.'))
+    return fw.ImageClassifierCleaner(SimpleNamespace(dls=SimpleNamespace(vocab=classes)))
 
 
-def test_apply_cleaner_uses_marks_and_refreshes(ds):
+def menus(cl): return [box.children[1] for box in cl.iw.widget.children]
+
+# in class a, a0 is shown first; in class b, a relabelled a0 would come last
+LOSSES = {'a0.png': 0.5, 'a1.png': 0.4, 'a2.png': 0.35, 'a3.png': 0.3, 'x.png': 0.2, 'b0.png': 0.9, 'b1.png': 0.8, 'x_1.png': 0.6,
+          'c0.png': 0.5, 'c1.png': 0.4}
+
+
+def test_fastai_cleaner_after_undo_changes_no_unseen_file(ds, monkeypatch):
+    "Relabel the first picture, apply, undo, switch class, mark <Delete> on a tile, apply: no file the user did not see changes"
+    cl = fastai_cleaner(monkeypatch, ds, LOSSES)
+    assert cl.dd_cats.value == 'a' and cl.fns[0] == ds/'a'/'a0.png'
+    menus(cl)[0].value = 'b'
+    log = apply_cleaner(cl, ds)
+    assert dataset_changes(log).relabelled == [('a/a0.png', 'b/a0.png')]
+    undo_changes(log)
+    before, all_before = snapshot(ds), everything(ds)
+    shown = [Path(f) for f in cl.fns]  # the pictures on screen: class a, without a0
+    with pytest.raises(FileNotFoundError): cl.dd_cats.value = 'b'  # fastai's lists still name b/a0.png, which the undo moved back
+    assert cl.fns[0] == ds/'b'/'b0.png' and len(cl.iw.widget.children) == len(shown)  # class b's list, class a's tiles
+    menus(cl)[0].value = '<Delete>'  # on the tile that shows a1.png
+    with pytest.raises(ImgclfError, match='Nothing was changed') as e: apply_cleaner(cl, ds)
+    assert str(ds/'b'/'b0.png') in str(e.value) and 'ImageClassifierCleaner(learn)' in str(e.value)
+    assert snapshot(ds) == before and everything(ds) == all_before and not dataset_changes(ds).deleted
+    cl = fastai_cleaner(monkeypatch, ds, LOSSES)  # built again, as the lesson does after an undo
+    cl.dd_cats.value = 'b'
+    menus(cl)[0].value = '<Delete>'
+    log = apply_cleaner(cl, ds)
+    assert dataset_changes(log).deleted == ['b/b0.png'] and cl.iw.shown['fns'] == list(cl.fns)
+
+
+def test_fastai_cleaner_refuses_a_file_changed_or_gone_since_shown(ds, monkeypatch):
+    cl = fastai_cleaner(monkeypatch, ds, LOSSES)
+    menus(cl)[0].value, menus(cl)[1].value = 'c', '<Delete>'
+    Image.new('RGB', (8, 8), 'blue').save(ds/'a'/'a0.png')  # another picture under the shown name
+    before, all_before = snapshot(ds), everything(ds)
+    with pytest.raises(ImgclfError, match=f'{ds/"a"/"a0.png"}: changed since it was shown'): apply_cleaner(cl, ds)
+    assert snapshot(ds) == before and everything(ds) == all_before
+    (ds/'a'/'a0.png').unlink()
+    with pytest.raises(ImgclfError, match=f'{ds/"a"/"a0.png"}: not there any more'): apply_cleaner(cl, ds)
+    assert (ds/'a'/'a1.png').exists() and not (ds/TRASH).exists()
+
+
+def test_fastai_cleaner_needs_to_have_drawn(ds, monkeypatch):
+    "A cleaner whose tiles were drawn before imgclf noted them (or whose drawing failed) is refused"
+    cl = fastai_cleaner(monkeypatch, ds, LOSSES)
+    cl.iw.shown = None
+    menus(cl)[0].value = '<Delete>'
+    with pytest.raises(ImgclfError, match='does not show the photos it would act on'): apply_cleaner(cl, ds)
+    assert (ds/'a'/'a0.png').exists()
+
+
+def test_apply_cleaner_uses_marks_and_refreshes(ds, monkeypatch):
     before = snapshot(ds)
-    fns = sorted((ds/'a').iterdir())
-    cl = FakeCleaner(fns, ['<Delete>', '<Keep>', 'b', '<Keep>', 'b'])
+    cl = fastai_cleaner(monkeypatch, ds, LOSSES)
+    assert [f.name for f in cl.fns] == ['a0.png', 'a1.png', 'a2.png', 'a3.png', 'x.png']
+    for m, v in zip(menus(cl), ['<Delete>', '<Keep>', 'b', '<Keep>', 'b']): m.value = v
     log = apply_cleaner(cl, ds)
     ch = dataset_changes(log)
     assert ch.deleted == ['a/a0.png'] and ch.relabelled == [('a/a2.png', 'b/a2.png'), ('a/x.png', 'b/x_2.png')]
-    listed = {Path(f).relative_to(ds).as_posix(): y for f, y, _ in cl.iwis[0]}
-    assert listed == {'a/a1.png': 'a', 'b/a2.png': 'b', 'a/a3.png': 'a', 'b/x_2.png': 'b'} and cl.redrawn == 1
-    assert apply_cleaner(FakeCleaner(fns[:0], []), ds) is None
+    listed = {Path(f).relative_to(ds).as_posix(): y for f, y, _ in cl.iwis[0] if y in ('a', 'b')}
+    assert listed == {'a/a1.png': 'a', 'b/a2.png': 'b', 'a/a3.png': 'a', 'b/x_2.png': 'b', 'b/b0.png': 'b', 'b/b1.png': 'b',
+                      'b/x.png': 'b', 'b/x_1.png': 'b'}
+    assert [f.name for f in cl.fns] == ['a1.png', 'a3.png'] and cl.iw.shown['fns'] == list(cl.fns)  # drawn again
+    assert list(cl.delete()) == [] and apply_cleaner(cl, ds) is None
     undo_changes(log)
     assert snapshot(ds) == before
