@@ -192,8 +192,10 @@ def _body(r, timeout, end, deadline, max_bytes, stop) -> bytes:
     "The body of the answer `r`, read within the limits; a `DownloadError` (or `Retryable`) saying why not"
     if r.status_code in RETRY_STATUS: raise Retryable(f'http {r.status_code}', Failure.BUSY, retry_after(r))
     if not 200 <= r.status_code < 300: raise DownloadError(f'http {r.status_code}', Failure.HTTP)
-    cl = r.headers.get('Content-Length', '').strip()
-    if _DIGITS.fullmatch(cl) and int(cl) > max_bytes:
+    lengths = {v.strip() for v in r.headers.get('Content-Length', '').split(',')} - {''}  # a repeated header comes joined by commas
+    if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(min(lengths))):  # where the body ends cannot be known: HTTP says give up
+        raise DownloadError(f"bad response: a Content-Length that is not one number ({', '.join(sorted(lengths))[:40]})", Failure.BAD_RESPONSE)
+    if lengths and int(cl := lengths.pop()) > max_bytes:
         raise DownloadError(f'too large: {int(cl):,} bytes announced, the limit is {max_bytes:,}', Failure.TOO_LARGE)
     buf, chunks = bytearray(), r.raw.stream(65536, decode_content=True)  # decoded: a gzip bomb counts at its real size
     while True:
