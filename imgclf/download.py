@@ -11,7 +11,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urljoin, urlparse, urlsplit, urlunsplit, unquote_to_bytes
 import requests, urllib3
-from fastcore.meta import delegates
 from . import __version__
 from .core import atomic_write_bytes
 from .images import DownloadError, Failure, load_image, not_image

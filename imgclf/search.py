@@ -117,14 +117,17 @@ def _interleave(lists, n):
             if r and r['url'] not in seen: seen.add(r['url']); out.append(r)
     return out[:n]
 
+def _found(out:list, errors:list, what:str) -> list:
+    "The results `out`; an `ImgclfError` listing the `errors` if there are none, else each error as a warning"
+    if errors and not out: raise ImgclfError(f'{what} failed: ' + '; '.join(errors))
+    for e in errors: warnings.warn(e)
+    return out
+
 @delegates(ddgs_results, but=['term'])
 def search_images_ddgs(term:str, # what to look for, e.g. 'grizzly bear'
                        **kwargs) -> list[dict]:
     "Image search results for `term` through `ddgs`: dicts with `url` (the image), `source_page`, `title`, `query`"
-    out, errors = ddgs_results(term, **kwargs)
-    if errors and not out: raise ImgclfError(f'Image search for {term!r} failed: ' + '; '.join(errors))
-    for e in errors: warnings.warn(e)
-    return out
+    return _found(*ddgs_results(term, **kwargs), f'Image search for {term!r}')
 
 # %% ../nbs/lib/14_search.ipynb #d530dcb7
 def _strip_html(s:str|None) -> str:
@@ -136,7 +139,6 @@ _COMMONS_MIMES = {'image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/t
 def _commons_results(data:dict) -> list[dict]:
     "Result dicts from one Commons API answer, in search rank order"
     pages = data.get('query', {}).get('pages', [])
-    if isinstance(pages, dict): pages = list(pages.values())  # the older JSON format
     out = []
     for p in sorted(pages, key=lambda p: p.get('index', 0)):
         ii = (p.get('imageinfo') or [{}])[0]
@@ -147,6 +149,7 @@ def _commons_results(data:dict) -> list[dict]:
                         author=_strip_html(em.get('Artist', {}).get('value'))))
     return out
 
+# %% ../nbs/lib/14_search.ipynb #s14a0002
 def _commons_get(s, api_url, params, retries, backoff, timeout) -> tuple[dict|None, str]:
     "One Commons API answer, waiting and trying again on timeouts, busy answers and `maxlag`; or `None` and why not"
     def attempt():
@@ -190,10 +193,7 @@ def commons_results(term:str, # what to look for, e.g. 'grizzly bear'
 def search_images_commons(term:str, # what to look for, e.g. 'grizzly bear'
                           **kwargs) -> list[dict]:
     "Wikimedia Commons files matching `term`: dicts with `url`, `licence`, `author`, `source_page`, `title`"
-    out, errors = commons_results(term, **kwargs)
-    if errors and not out: raise ImgclfError(f'Wikimedia Commons search for {term!r} failed: ' + '; '.join(errors))
-    for e in errors: warnings.warn(e)
-    return out
+    return _found(*commons_results(term, **kwargs), f'Wikimedia Commons search for {term!r}')
 
 # %% ../nbs/lib/14_search.ipynb #32d23d21
 def check_sources(classes:dict, dest:Path, search:str) -> list[tuple]:
