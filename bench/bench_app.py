@@ -8,7 +8,7 @@ usable (its upload button shown) and until the first prediction of a real photo 
 visitor). Then, on the now warm server, a second visitor: page opened -> usable -> first prediction (the target:
 within 3 s). Also the memory of the kernel behind a page (USS: what stopping it gives back). Needs Chromium.
 """
-import argparse, os, re, signal, subprocess, sys, tempfile, time, urllib.request
+import argparse, os, re, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 import psutil
 

@@ -11,9 +11,9 @@ the ResNets' ImageNet weights need a download.
 """
 import argparse, tempfile, time, torch, os
 from pathlib import Path
-import imgclf.core
-from fastai.vision.all import create_vision_model, model_meta
-from imgclf.train import BACKBONES
+import imgclf.core  # noqa: F401  (before fastai: imgclf's settings for torch and fastai)
+from fastai.vision.all import create_vision_model
+from imgclf.train import FASTAI_ARCHS
 
 def per_second(fn, n_images, steps):
     fn()  # warm-up
@@ -36,7 +36,7 @@ if __name__ == '__main__':
     print(f'{a.size} px, batch {a.bs}, {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads)')
     print(f'{"backbone":<20}{"params (M)":>11}{"train img/s":>13}{"infer img/s":>13}')
     rows = {}
-    for name, b in BACKBONES.items():
+    for name, b in FASTAI_ARCHS.items():
         m = create_vision_model(b['arch'], dls.c, pretrained=False)
         opt = torch.optim.AdamW(m.parameters(), 1e-3)
         def train_step():

@@ -127,11 +127,11 @@ def fastai_order(path:Path):
 def baseline_order(path:Path):
     "Frozen features, 5-fold logistic regression, most suspect = least probability of the given label; and that probability of each file"
     from imgclf.core import scan_dataset
-    from imgclf.rank import embed_images, oof_probs, _normalize
+    from imgclf.rank import embed_images, oof_probs, l2_normalize
     rep = scan_dataset(path, check=False)
     y = np.array([rep.vocab.index(f.relative_to(path).parts[0]) for f in rep.items])
     F = embed_images(rep.items, size=224, levels=False, progress=False, cache=False)[0]  # the last layer's features alone
-    P = oof_probs(_normalize(F), y, len(rep.vocab), folds=5, c_n=5000)
+    P = oof_probs(l2_normalize(F), y, len(rep.vocab), folds=5, c_n=5000)
     p = P[np.arange(len(y)), y]
     rel = [f.relative_to(path).as_posix() for f in rep.items]
     return [rel[i] for i in np.argsort(p, kind='stable')], dict(zip(rel, p))
@@ -184,7 +184,7 @@ def run(src:Path, work:Path, seed:int, repeats:int=3, name:str|None=None):
             if f.is_file() and f.name not in vnames and not f.name.startswith('.'):
                 (d/f.parent.name).mkdir(parents=True, exist_ok=True); shutil.copyfile(f, d/f.parent.name/f.name)
         return np.array([error_on(train_classifier(d, quiet=True, valid_pct=0.1, seed=42 + i), valid, true_class) for i in range(repeats)])
-    show = lambda e: f'{e.mean():.2%}' + (f' (' + ', '.join(f'{v:.2%}' for v in e) + ')' if len(e) > 1 else '')
+    show = lambda e: f'{e.mean():.2%}' + (' (' + ', '.join(f'{v:.2%}' for v in e) + ')' if len(e) > 1 else '')
     e_dirty = errors(noisy, 'noisy_train')
     e_clean = errors(src, 'clean_train')
     print(f'  error on {len(valid)} held-out pictures, mean of {repeats} training(s) each: on the noisy data {show(e_dirty)}; '
@@ -207,7 +207,7 @@ def main():
     ap.add_argument('--exclude', type=Path, help='a list of class/file pictures to leave out of every dataset first (source errors)')
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix='bench-clean-'))
-    os.environ.setdefault('IMGCLF_HOME', str(work/'home'))
+    os.environ['IMGCLF_HOME'] = str(work/'home')  # always a fresh home: no features cached by an earlier run, as the timings claim
     print(f'machine: {os.cpu_count()} CPU cores, Python {sys.version.split()[0]}')
     sets = list(a.data)
     names = [str(d) for d in sets]

@@ -18,6 +18,16 @@ from pathlib import Path
 CHILD = r'''
 import json, sys, time, resource
 a = json.loads(sys.argv[1])
+
+def peak_mb() -> float:
+    "This program's own peak resident memory: VmHWM of its memory map (ru_maxrss would include the parent's, inherited at exec)"
+    try:
+        with open('/proc/self/status') as f:
+            for l in f:
+                if l.startswith('VmHWM:'): return int(l.split()[1]) / 1024
+    except OSError: pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: the best there is
+
 import imgclf.core
 import torch
 from imgclf.data import image_dls, presize_for
@@ -32,7 +42,7 @@ n = 0
 for xb, yb in dls.train: n += len(xb)
 t2 = time.perf_counter()
 print(json.dumps(dict(files=len(dls.report.items), fill=t1 - t0, epoch=t2 - t1, batches_images=n,
-                      peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+                      peak_mb=peak_mb())))
 '''
 
 
