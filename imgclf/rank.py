@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import imagehash
 from .core import ImgclfError, scan_dataset, imgclf_home, atomic_path, keep_freed_memory
-from .images import open_image, DownloadError
+from .images import open_image, ImageError
 from .dedupe import NEAR_DUP, hash_distances
 from .manifest import read_manifest
 
@@ -30,7 +30,7 @@ def _load(f, size, cache):
             with np.load(c) as z: return z['f'], str(z['phash']), sha, None  # features computed before: no decoding
         except (OSError, ValueError, KeyError): pass
     try: im = open_image(data, size=size)
-    except DownloadError as e: return None, None, sha, e.reason
+    except ImageError as e: return None, None, sha, e.reason
     return np.asarray(im.resize((size, size), resample=2)), str(imagehash.phash(im)), sha, None
 
 def embed_images(files:list, # image files
@@ -203,7 +203,7 @@ def rank_suspects(path:Path, # a folder of class folders
                   outlier_z_min:float=OUTLIER_Z, # see `OUTLIER_Z`
                   near_dup:int=NEAR_DUP, # see `imgclf.dedupe.NEAR_DUP`
                  ) -> pd.DataFrame:
-    "Every picture of the dataset, most suspect first: `file, label, suggested, score, kind, reason` and the numbers behind them"
+    "Every picture of the dataset, most suspect first: `file, label, suggested, score, reason`, the numbers behind them, and its `kind` (a `Kind`)"
     keep_freed_memory()  # see 00_core
     path = Path(path).expanduser()
     rep = scan_dataset(path, check=False)
@@ -246,5 +246,5 @@ def rank_suspects(path:Path, # a folder of class folders
     for i in np.where(~ok)[0]: score[i] = 2.0; why(i, Kind.unreadable, f'unreadable: {errors[i]}')
     df.loc[out | ~ok, 'suggested'] = ''
     df['score'], df['kind'], df['reason'] = score.round(4), kind, reason
-    cols = ['file', 'label', 'suggested', 'score', 'kind', 'reason', 'p_label', 'p_suggested', 'outlier_z', 'flagged', 'duplicate_of', 'phash', 'sha']
+    cols = ['file', 'label', 'suggested', 'score', 'reason', 'p_label', 'p_suggested', 'outlier_z', 'flagged', 'duplicate_of', 'kind', 'phash', 'sha']
     return df[cols].sort_values(['score', 'file'], ascending=[False, True], kind='stable').reset_index(drop=True)
