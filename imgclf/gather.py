@@ -17,7 +17,7 @@ from .search import (COMMONS_API, DDG_URL, QUERY_VARIANTS, check_sources, common
 from .dedupe import NEAR_DUP, dedupe
 
 # %% auto #0
-__all__ = ['gather', 'rebuild', 'download_images']
+__all__ = ['gather', 'check_limits', 'rebuild', 'download_images']
 
 # %% ../nbs/01_gather.ipynb #8b0bc037
 def gather(dest:Path, # dataset folder to create or top up; one sub-folder per class
@@ -38,7 +38,7 @@ def gather(dest:Path, # dataset folder to create or top up; one sub-folder per c
            progress:bool=True, # show a progress bar
           ) -> GatherReport:
     "Build or top up a folder-per-class dataset in `dest` from searches, URL files and folders; a second run resumes"
-    lim = _limits({k: v for k, v in locals().items() if k in _LIMITS})
+    lim = check_limits({k: v for k, v in locals().items() if k in _LIMITS})
     if not (isinstance(max_images, int) and max_images >= 1): raise ImgclfError(f'max_images must be at least 1, not {max_images!r}')
     dest = _dataset_folder(dest)
     plan = check_sources(classes, dest, search)
@@ -51,15 +51,16 @@ def gather(dest:Path, # dataset folder to create or top up; one sub-folder per c
 _LIMITS = ('shrink', 'workers', 'min_size', 'near_dup', 'timeout', 'deadline', 'max_bytes', 'retries', 'progress')  # `gather`'s defaults
 _FETCH = ('timeout', 'deadline', 'max_bytes', 'retries')  # the limits `fetch_bytes` takes
 
-def _limits(kw:dict) -> dict:
-    "The download and picture limits in `kw`, `gather`'s defaults for those not given; each checked"
+def check_limits(kw:dict, # some of `gather`'s download and picture limits, by name (`workers`, `shrink`, `timeout`...)
+                ) -> dict:
+    "All of `gather`'s limits: those in `kw`, `gather`'s defaults for the others; an `ImgclfError` naming any that makes no sense"
     if extra := set(kw) - set(_LIMITS): raise TypeError(f'unexpected keyword argument(s): {", ".join(sorted(extra))}')
     sig = inspect.signature(gather).parameters
     lim = {k: kw.get(k, sig[k].default) for k in _LIMITS}
-    _check_limits(**{k: v for k, v in lim.items() if k != 'progress'})
+    _check_values(**{k: v for k, v in lim.items() if k != 'progress'})
     return lim
 
-def _check_limits(shrink, min_size, workers, near_dup, timeout, deadline, max_bytes, retries):
+def _check_values(shrink, min_size, workers, near_dup, timeout, deadline, max_bytes, retries):
     "Refuse settings that make no sense, naming them, before anything is downloaded"
     def need(ok, msg):
         if not ok: raise ImgclfError(msg)
@@ -133,7 +134,7 @@ def rebuild(manifest:Path, # a manifest.csv, or the dataset folder holding one
             dest:Path, # folder to build the dataset in
             **kwargs) -> GatherReport:
     "Build the dataset a manifest describes in `dest`: fetch each kept picture again and check it has not changed (give the `shrink` it was gathered with)"
-    lim = _limits(kwargs)
+    lim = check_limits(kwargs)
     rows = [r for r in read_manifest(manifest) if r['status'] == 'kept']
     if not rows: raise ImgclfError(f'{manifest} lists no kept pictures to rebuild from')
     dest = _dataset_folder(dest)
@@ -150,7 +151,7 @@ def download_images(urls:list[str], # image URLs
                     dest:Path, # folder to save the good pictures into
                     **kwargs) -> list[dict]:
     "Download, check and save the pictures at `urls` into `dest`, in parallel; one record per URL, in the order given"
-    lim = _limits(kwargs)
+    lim = check_limits(kwargs)
     dest = Path(dest).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     urls = list(dict.fromkeys(urls))

@@ -372,7 +372,7 @@ def test_nothing_gathered_is_a_failure_on_the_command_line(tmp_path, monkeypatch
     assert run(['gather', str(tmp_path/'ds'), '--class', 'x=cats', '--quiet']) == 1
     assert 'no pictures were gathered' in capsys.readouterr().err
     with pytest.raises(SystemExit) as e: run(['gather', str(tmp_path/'ds'), '--class', 'x=cats', '--shrink', '-1'])
-    assert e.value.code == 2 and 'shrink must be 0 (keep the size) or a number of pixels, not -1' in capsys.readouterr().err
+    assert e.value.code == 1 and 'shrink must be 0 (keep the size) or a number of pixels, not -1' in capsys.readouterr().err
 
 def test_unusable_dataset_folders_get_a_clear_message(tmp_path):
     (tmp_path/'afile').write_text('x')
