@@ -39,13 +39,17 @@ def embed_images(files:list, # image files
                  bs:int=32, # pictures per batch
                  progress:bool=True, # show a progress bar
                  cache:bool=True, # keep each picture's features under `imgclf_home()`, by content, to skip it next time
+                 arch:str='efficientnet_lite0', # the pretrained backbone: `efficientnet_lite0` (offline) or any timm name, as `imgclf.model.pretrained_features` takes
                 ) -> tuple[np.ndarray, list, list, list]:
-    "Features of each image from the pretrained EfficientNet-Lite0 (no augmentation), their phashes, SHA-256s, and why any could not be read"
+    "Features of each image from a pretrained network (EfficientNet-Lite0 by default; no augmentation), their phashes, SHA-256s, and why any could not be read"
     import torch
     from imgclf.model import pretrained_features
-    net = pretrained_features('efficientnet_lite0', levels).to(memory_format=torch.channels_last)  # 1.9x faster on a CPU at 288 px
-    dim = net.num_features
-    cdir = imgclf_home()/'cache'/f'features-lite0-{size}{"-levels" if levels else ""}' if cache else None
+    net = pretrained_features(arch, levels).to(memory_format=torch.channels_last)  # 1.9x faster on a CPU at 288 px
+    cfg = net.net.pretrained_cfg  # the pixel statistics the network was trained with
+    mean, std = (torch.tensor(cfg.get(k, (0.5,) * 3), dtype=torch.float32).view(1, 3, 1, 1) * 255 for k in ('mean', 'std'))
+    dim, lite0 = net.num_features, arch == 'efficientnet_lite0'
+    name = f'lite0-{size}{"-levels" if levels else ""}' if lite0 else f'{re.sub(r"[^A-Za-z0-9._-]+", "_", arch)}-{size}'
+    cdir = imgclf_home()/'cache'/f'features-{name}' if cache else None
     if cdir: cdir.mkdir(parents=True, exist_ok=True)
     out, hashes, shas, errors = np.zeros((len(files), dim), np.float32), [None] * len(files), [None] * len(files), [None] * len(files)
     batches = range(0, len(files), bs)
@@ -60,7 +64,7 @@ def embed_images(files:list, # image files
                 if a is not None and a.ndim == 1: out[i + j] = a  # from the cache
             new = [j for j, g in enumerate(got) if g[0] is not None and g[0].ndim == 3]
             if not new: continue
-            x = torch.from_numpy(np.stack([got[j][0] for j in new])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1)
+            x = (torch.from_numpy(np.stack([got[j][0] for j in new])).permute(0, 3, 1, 2).float() - mean) / std
             f = net(x.contiguous(memory_format=torch.channels_last)).numpy()
             for j, v in zip(new, f):
                 out[i + j] = v
@@ -202,6 +206,7 @@ def rank_suspects(path:Path, # a folder of class folders
                   progress:bool=True, # show a progress bar while computing features
                   outlier_z_min:float=OUTLIER_Z, # see `OUTLIER_Z`
                   near_dup:int=NEAR_DUP, # see `imgclf.dedupe.NEAR_DUP`
+                  arch:str='efficientnet_lite0', # the backbone whose features the models learn from (see `embed_images`)
                  ) -> pd.DataFrame:
     "Every picture of the dataset, most suspect first: `file, label, suggested, score, reason`, the numbers behind them, and its `kind` (a `Kind`)"
     keep_freed_memory()  # see 00_core
@@ -209,7 +214,7 @@ def rank_suspects(path:Path, # a folder of class folders
     rep = scan_dataset(path, check=False)
     files, vocab = rep.items, rep.vocab
     y = np.array([vocab.index(f.relative_to(path).parts[0]) for f in files])
-    F, hashes, shas, errors = embed_images(files, size=size, progress=progress)
+    F, hashes, shas, errors = embed_images(files, size=size, progress=progress, arch=arch)
     ok = np.array([e is None for e in errors])
     X, n = l2_normalize(F), len(vocab)
     counts = np.bincount(y[ok], minlength=n)
