@@ -8,12 +8,13 @@ decoding one such picture costs on its own and what the conversion to 8 bits thr
     python bench/bench_gather_memory.py            # 200 URLs
     python bench/bench_gather_memory.py --urls 50  # quicker
 """
-import argparse, io, re, subprocess, sys, tempfile, threading, resource
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+import argparse, io, re, subprocess, sys, tempfile
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from imgclf.localweb import start_server
 
 
 def giant_png(side:int=7000) -> bytes:
@@ -26,9 +27,7 @@ def serve(body:bytes):
         def do_GET(self):
             self.send_response(200); self.send_header('Content-Type', 'image/png')
             self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
-    ThreadingHTTPServer.request_queue_size = 256
-    httpd = ThreadingHTTPServer(('127.0.0.1', 0), H); httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = start_server(H)
     return httpd, f'http://127.0.0.1:{httpd.server_port}'
 
 ONE = '''

@@ -1,6 +1,6 @@
 "Tests of imgclf.gather against a real HTTP server on 127.0.0.1 that misbehaves in all the ways the web does"
-import hashlib, inspect, io, json, os, re, signal, struct, subprocess, sys, threading, time, zlib
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+import hashlib, inspect, io, json, os, re, signal, struct, subprocess, sys, threading, zlib
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlparse, parse_qs, unquote
 
@@ -16,7 +16,7 @@ def _home(tmp_path, monkeypatch):
     monkeypatch.setenv('IMGCLF_HOME', str(tmp_path/'home'))
 
 
-import imgclf.gather as G, imgclf.download as D, imgclf.images as I, imgclf.manifest as M
+import imgclf.download as D, imgclf.manifest as M
 from imgclf.core import ImgclfError
 from imgclf.gather import download_images, gather, rebuild
 from imgclf.images import DownloadError, ImageError, Failure, load_image

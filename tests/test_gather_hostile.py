@@ -1,18 +1,17 @@
 "Gather against hostile servers and hostile datasets: nothing written or deleted outside the dataset, no crash, no hang"
-import csv, gzip, hashlib, io, json, os, resource, shutil, signal, socket, ssl, stat, subprocess, sys, threading, time, zlib
-from pathlib import Path
+import csv, hashlib, io, json, os, shutil, signal, socket, ssl, stat, subprocess, sys, threading, time, zlib
 
 import numpy as np
 import pytest
 from PIL import Image, TiffImagePlugin
 
-import imgclf.gather as G, imgclf.download as D, imgclf.images as I, imgclf.manifest as M, imgclf.search as S
+import imgclf.gather as G, imgclf.images as I, imgclf.manifest as M, imgclf.search as S
 from imgclf.core import ImgclfError
 from imgclf.gather import gather, rebuild
 from imgclf.images import load_image
 from imgclf.manifest import read_manifest
 from imgclf.download import is_transient
-from test_gather import Server, srv, photo, enc, url_file, consistent, by_url  # noqa: F401 (srv is a fixture)
+from test_gather import Server, srv, photo, enc, url_file, consistent  # noqa: F401 (srv is a fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -177,7 +176,7 @@ def test_bad_urls_and_headers_are_dropped_and_the_run_goes_on(srv, tmp_path):
     paths = ['/ok.jpg', '/to-bad-ipv6', '/to-file', '/retry-after', '/length']
     urls = ['http://example..com/cat.jpg'] + [srv.url + p for p in paths]
     ds = tmp_path/'ds'
-    rep = gather(ds, {'x': url_file(tmp_path, 'x', urls)}, **QUICK, retries=1)
+    gather(ds, {'x': url_file(tmp_path, 'x', urls)}, **QUICK, retries=1)
     rows = {r['url']: r for r in consistent(ds)}
     assert all(r['status'] != 'pending' for r in rows.values())
     assert rows['http://example..com/cat.jpg']['reason'].startswith('bad url: http://example..com/cat.jpg')
@@ -298,7 +297,7 @@ def test_a_file_name_that_is_not_utf8(tmp_path):
     ds = tmp_path/'ds'
     rep = gather(ds, {'x': mine}, progress=False)
     assert len(rep.kept) == 1 and rep.kept[0]['url'].startswith('file://') and rep.kept[0]['url'].endswith('caf%E9.jpg')
-    raw_csv = (ds/'manifest.csv').read_bytes().decode('utf-8')  # still valid UTF-8
+    (ds/'manifest.csv').read_bytes().decode('utf-8')  # still valid UTF-8 (decoding raises if not)
     rep2 = gather(ds, {'x': mine}, progress=False)
     assert rep2.fetched == 0 and len(rep2.kept) == 1
     consistent(ds)
