@@ -13,7 +13,7 @@ once per class, so stalls in one class cannot overlap with the next class's down
 """
 import argparse, contextlib, os, random, shutil, sys, tempfile, threading, time
 from collections import Counter
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 
@@ -31,10 +31,8 @@ def serve(files:dict, stop:threading.Event):
             body = f.read_bytes()
             self.send_response(200); self.send_header('Content-Type', 'image/jpeg')
             self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
-    ThreadingHTTPServer.request_queue_size = 256
-    httpd = ThreadingHTTPServer(('127.0.0.1', 0), H)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    from imgclf.localweb import start_server
+    httpd = start_server(H)
     return httpd, f'http://127.0.0.1:{httpd.server_port}'
 
 
