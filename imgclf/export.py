@@ -73,8 +73,7 @@ def _valid_steps(learn:Learner) -> tuple[list, list, list]:
     for t in learn.dls.valid.after_batch.fs:
         if isinstance(t, IntToFloatTensor): steps.append(dict(op='to_float', div=float(t.div)))
         elif isinstance(t, AffineCoordTfm):
-            sz = t.size if t.size is not None else None
-            if sz is None: continue
+            if (sz := t.size) is None: continue
             sz = (sz, sz) if isinstance(sz, int) else tuple(sz)  # (height, width)
             steps.append(dict(op='resample', size=[int(sz[1]), int(sz[0])], mode=t.mode, pad_mode=str(t.pad_mode),
                               align_corners=bool(t.align_corners)))

@@ -2,7 +2,6 @@
 import json, os, re, shutil, signal, subprocess, sys, zipfile
 from pathlib import Path
 import pytest
-from PIL import Image
 from conftest import BIN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,26 +123,36 @@ def test_app_kernel_does_not_import_fastai(request, tmp_path):
 
 def test_app_without_a_model_serves_what_imgclf_demo_wrote(request, tmp_path):
     "`imgclf app` with no --model and no $IMGCLF_MODEL serves the model `imgclf demo` wrote (IMGCLF_HOME/demo)"
-    from conftest import free_port
+    from conftest import start_and_read_port
     home = tmp_path/'home'; (home/'demo').mkdir(parents=True)
     shutil.copyfile(model_file(request), home/'demo'/'model.safetensors')
     env = {k: v for k, v in os.environ.items() if k != 'IMGCLF_MODEL'}
     env.update(IMGCLF_HOME=str(home), JUPYTER_RUNTIME_DIR=str(tmp_path/'runtime'), JUPYTER_CONFIG_DIR=str(tmp_path/'config'))
-    proc = subprocess.Popen([str(BIN/'imgclf'), 'app', '--no-browser', '--port', str(free_port())], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try: first = proc.stdout.readline()
-    finally: stop(proc)
-    assert first.startswith(f'Serving the app with {home/"demo"/"model.safetensors"} at http://127.0.0.1:'), first
+    proc, port = start_and_read_port([str(BIN/'imgclf'), 'app', '--no-browser', '--port', '0'], env, cwd=tmp_path)
+    stop(proc)
+    assert proc.lines[0] == f'Serving the app with {home/"demo"/"model.safetensors"} at http://127.0.0.1:{port}/  (Ctrl-C to stop)\n', proc.lines
 
 
 @pytest.mark.parametrize('how', ['option', 'environment'])
 def test_app_with_a_missing_model_says_so_in_one_line(tmp_path, how):
     "`imgclf app` with a model file that is not there: one line naming it, status 1, and no server started"
-    from conftest import free_port
     missing = tmp_path/'models'/'gone.safetensors'
     env = {**os.environ, 'IMGCLF_HOME': str(tmp_path/'home')}
-    args = [str(BIN/'imgclf'), 'app', '--no-browser', '--port', str(free_port())]
+    args = [str(BIN/'imgclf'), 'app', '--no-browser', '--port', '0']
     if how == 'option': args += ['--model', 'models/gone.safetensors']  # relative: from where the command runs
     else: env['IMGCLF_MODEL'] = str(missing)
     proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stdout, proc.stderr) == (1, '', f'imgclf app: Model file not found: {missing}\n')
+
+
+def test_app_on_a_busy_port_says_so_in_one_line(request, tmp_path):
+    "`imgclf app` asked for a port another program listens on: one line saying so, status 1, never a silent move"
+    import socket
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0)); busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = subprocess.run([str(BIN/'imgclf'), 'app', '--no-browser', '--model', str(model_file(request)), '--port', str(port)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == '', (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr.startswith(f'imgclf app: Cannot listen on 127.0.0.1:{port}: another program is using that port') \
+        and proc.stderr.count('\n') == 1, proc.stderr

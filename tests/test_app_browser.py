@@ -1,12 +1,12 @@
 """The app as a visitor meets it: the real `imgclf app` command (Voila, preheated kernel, culling, large uploads) on a
 free port of 127.0.0.1, driven by Chromium through Playwright."""
-import io, os, re, signal, socket, subprocess, time
+import os, re, time
 from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import BIN, free_port
-from test_app import chromium_path, CHROMIUM_ARGS, stop, model_file
+from conftest import BIN, start_and_read_port, stop
+from test_app import chromium_path, CHROMIUM_ARGS, model_file
 
 # seconds: short, so that the test of culling waits little, but long enough for a page on a busy 2-core machine to
 # connect to the kernel it was handed before the culler looks (at 10 s the next visitor's kernel was once culled first)
@@ -71,30 +71,26 @@ def kernels(proc) -> dict:
 
 @pytest.fixture(scope='module')
 def server(model, imgclf_home, tmp_path_factory):
-    """`imgclf app` asked for a port that is busy: it must serve on another and print that URL. Yields (url, process,
-    asked port, log tail)"""
+    """`imgclf app` on a port the system picks (`--port 0`): it prints the URL with that port. Yields (url, process,
+    port, log tail)"""
     tmp = tmp_path_factory.mktemp('app')
     env = {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'JUPYTER_CONFIG_DIR': str(tmp/'config'),
            'JUPYTER_DATA_DIR': str(tmp/'data'), 'JUPYTER_RUNTIME_DIR': str(tmp/'runtime'), 'IPYTHONDIR': str(tmp/'ipython'),
            'MPLCONFIGDIR': str(tmp/'mpl')}
     env.pop('IMGCLF_MAX_UPLOAD', None)
-    busy = socket.socket(); busy.bind(('127.0.0.1', 0)); busy.listen(1)
-    asked = busy.getsockname()[1]
     logf = tmp/'app.log'
-    with open(logf, 'wb') as log:
-        proc = subprocess.Popen([str(BIN/'imgclf'), 'app', '--model', str(model[0]), '--port', str(asked), '--no-browser',
-                                 '--cull-after', str(CULL_AFTER)], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc, port = start_and_read_port([str(BIN/'imgclf'), 'app', '--model', str(model[0]), '--port', '0', '--no-browser',
+                                      '--cull-after', str(CULL_AFTER)], env, logf, cwd=tmp)
     text = lambda: logf.read_text(errors='replace')
     try:
         deadline = time.time() + 300
-        while not (m := re.search(r'Serving the app with .* at (http://127\.0\.0\.1:(\d+)/)', text())) or 'running at' not in text():
+        while 'running at' not in text():  # Voila's own line: its kernel is ready
             if proc.poll() is not None: pytest.fail(f'imgclf app exited with {proc.returncode}:\n{text()[-3000:]}')
             if time.time() > deadline: pytest.fail(f'imgclf app did not start within 300 s:\n{text()[-3000:]}')
             time.sleep(0.3)
-        yield m.group(1), proc, asked, lambda n=3000: text()[-n:]
+        yield f'http://127.0.0.1:{port}/', proc, port, lambda n=3000: text()[-n:]
     finally:
-        stop(proc); busy.close()
+        stop(proc)
 
 
 @pytest.fixture(scope='module')
@@ -144,13 +140,13 @@ def expected(model, path, size=640):
 
 
 def test_prints_the_url_it_serves(server):
-    url, proc, asked, logtail = server
-    assert f':{asked}/' not in url and f'(port {asked} is busy)' in logtail(), logtail()
-    assert f'running at:\n{url}' in logtail(), logtail()  # Voila's own line: the same URL
+    url, proc, port, logtail = server
+    assert logtail(10**9).startswith('Serving the app with ') and f' at {url}  (Ctrl-C to stop)\n' in logtail(10**9), logtail()
+    assert port != 0 and f'running at:\n{url}' in logtail(), logtail()  # Voila's own line: the same URL
 
 
 def test_classifies_on_upload(server, browser, model, photos):
-    url, proc, asked, logtail = server
+    url, proc, port, logtail = server
     classes = model[1].classes
     page = open_app(browser, url)
     assert page.title() == f'{model[1].name}: what is in your photo?'
@@ -170,7 +166,7 @@ def test_classifies_on_upload(server, browser, model, photos):
 
 
 def test_phone_photo_of_20_mb_classifies_upright(server, browser, model, photos):
-    url, proc, asked, logtail = server
+    url, proc, port, logtail = server
     path = photos['phone.jpg']
     assert path.stat().st_size > 20_000_000 and Image.open(path).size == (4000, 6000)  # stored sideways, portrait
     page = open_app(browser, url)
@@ -187,7 +183,7 @@ def test_phone_photo_of_20_mb_classifies_upright(server, browser, model, photos)
 
 
 def test_too_big_gets_a_message_and_the_page_keeps_working(server, browser, model, photos):
-    url, proc, asked, logtail = server
+    url, proc, port, logtail = server
     page = open_app(browser, url)
     upload(page, photos['huge.jpg'])
     msg = page.locator('.imgclf-message')
@@ -199,7 +195,7 @@ def test_too_big_gets_a_message_and_the_page_keeps_working(server, browser, mode
 
 
 def test_non_image_gets_a_friendly_message(server, browser, model, photos):
-    url, proc, asked, logtail = server
+    url, proc, port, logtail = server
     page = open_app(browser, url)
     upload(page, photos['notes.jpg'])
     page.get_by_text('notes.jpg is not a photo this app can read').wait_for(timeout=120_000)
@@ -213,7 +209,7 @@ def test_non_image_gets_a_friendly_message(server, browser, model, photos):
 
 
 def test_phone_screen_shows_every_percentage(server, browser, model, photos, tmp_path):
-    url, proc, asked, logtail = server
+    url, proc, port, logtail = server
     page = open_app(browser, url, width=390, height=700)
     classify(page, photos['rose.jpg'])
     page.screenshot(path=str(tmp_path/'app-390.png'), full_page=True)
@@ -239,7 +235,7 @@ def test_phone_screen_shows_every_percentage(server, browser, model, photos, tmp
 
 
 def test_closed_tab_kernel_is_culled(server, browser, model, photos):
-    url, proc, asked, logtail = server
+    url, proc, port, logtail = server
     page = open_app(browser, url)
     kid = page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId")
     classify(page, photos['rose.jpg'])
@@ -257,7 +253,7 @@ def test_closed_tab_kernel_is_culled(server, browser, model, photos):
 def test_kernel_handed_over_after_a_quiet_while_waits_for_the_page(server, browser, model, photos):
     """The kernel waiting in the pool has been idle longer than the culling timeout when a visitor arrives, and the
     visitor's page is slow to connect to it (a phone, a busy server): it must not be culled in between"""
-    url, proc, asked, logtail = server
+    url, proc, port, logtail = server
     time.sleep(CULL_AFTER + 5)  # nobody comes for a while: the preheated kernel sits idle
     page = browser.new_page(viewport=dict(width=1200, height=900))
     interval = max(1, min(30, CULL_AFTER // 3))  # how often the culler looks, as `voila_command` sets it
@@ -278,7 +274,7 @@ def test_kernel_handed_over_after_a_quiet_while_waits_for_the_page(server, brows
 def test_reloads_and_closing_stop_the_old_kernels_at_once(server, browser, model):
     """Reloading the page five times, then closing it: each old page's kernel is stopped by the request the page sends
     as it goes, not culled later; what runs is one kernel per open page and the one preheated for the next visitor"""
-    url, proc, asked, logtail = server
+    url, proc, port, logtail = server
     page = browser.new_context(viewport=dict(width=1200, height=900)).new_page()  # a tab of a browser that stays open
     page.goto(url, timeout=300_000); page.locator('.imgclf-upload').wait_for(timeout=300_000)
     kid = lambda: page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent).kernelId")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import free_port
-from test_app import ROOT, stop
+from conftest import start_and_read_port, stop
+from test_app import ROOT
 from test_app_browser import browser, upload, classify, shown_probs, expected  # noqa: F401 (browser is a fixture)
 
 VENV = os.environ.get('IMGCLF_BINDER_VENV')
@@ -57,14 +57,13 @@ def model(imgclf_home):
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
-    "binder/start jupyter server, pinned to one CPU (Binder gives one); yields (url, process, token, log tail)"
-    port, token = free_port(), secrets.token_hex(16)
+    "binder/start jupyter server on one CPU (as Binder gives) and a port it picks; yields (url, process, token, log tail)"
+    token = secrets.token_hex(16)
     logf = tmp_path_factory.mktemp('binder')/'server.log'
-    cmd = ['taskset', '-c', '0', 'binder/start', 'jupyter', 'server', '--no-browser', f'--port={port}', '--ServerApp.ip=127.0.0.1',
+    cmd = ['taskset', '-c', '0', 'binder/start', 'jupyter', 'server', '--no-browser', '--port=0', '--ServerApp.ip=127.0.0.1',
            '--ServerApp.port_retries=0', f'--IdentityProvider.token={token}']
     if os.geteuid() == 0: cmd.append('--allow-root')  # Binder's user is not root; this machine's may be
-    with open(logf, 'wb') as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=binder_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, port = start_and_read_port(cmd, binder_env(), logf, timeout=120, cwd=ROOT)  # the first line with its URL
     text = lambda: logf.read_text(errors='replace')
     url = f'http://127.0.0.1:{port}/'
     try:

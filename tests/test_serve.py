@@ -5,7 +5,7 @@ from pathlib import Path
 import httpx
 import pytest
 from PIL import Image
-from conftest import BIN, free_port, serving
+from conftest import BIN, serving
 
 
 @pytest.fixture(scope='module')
@@ -17,9 +17,8 @@ def model(imgclf_home):
 
 @pytest.fixture(scope='module')
 def server(model, imgclf_home, tmp_path_factory):
-    "`imgclf serve` with a 2 MiB upload limit on a free port; its base URL; stopped afterwards"
-    port = free_port()
-    with serving([str(BIN/'imgclf'), 'serve', '--model', str(model), '--port', str(port), '--max-mb', '2'], port,
+    "`imgclf serve` with a 2 MiB upload limit on a port the system picks; its base URL; stopped afterwards"
+    with serving([str(BIN/'imgclf'), 'serve', '--model', str(model), '--port', '0', '--max-mb', '2'], None,
                  tmp_path_factory.mktemp('serve')/'serve.log', {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'}) as url:
         yield url
 
@@ -112,8 +111,8 @@ def test_a_sideways_phone_photo_gets_the_upright_answer(server, imgclf_home):
 
 def test_serve_needs_only_its_own_requirements(model, imgclf_home, tmp_path):
     "As the Docker image installs it: nothing importable but settings.ini's serve_requirements (no fastai, Jupyter, pandas...)"
-    port, script = free_port(), Path(__file__).parent/'fixtures'/'serve_only.py'
-    with serving([sys.executable, str(script), 'serve', '--model', str(model), '--port', str(port)], port, tmp_path/'serve.log',
+    script = Path(__file__).parent/'fixtures'/'serve_only.py'
+    with serving([sys.executable, str(script), 'serve', '--model', str(model), '--port', '0'], None, tmp_path/'serve.log',
                  {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'}) as url:
         from imgclf.core import image_files
         photo = image_files(Path(imgclf_home)/'flowers'/'rose')[0]
@@ -137,9 +136,8 @@ def test_serve_without_a_model_serves_the_demo_model(model, tmp_path):
     demo = home/'models'/'flowers.safetensors'
     demo.write_bytes(model.read_bytes())
     env = {k: v for k, v in os.environ.items() if k != 'IMGCLF_MODEL'}
-    port = free_port()
-    with serving([str(BIN/'imgclf'), 'serve', '--port', str(port)], port, tmp_path/'serve.log',
+    with serving([str(BIN/'imgclf'), 'serve', '--port', '0'], None, tmp_path/'serve.log',
                  {**env, 'IMGCLF_HOME': str(home), 'OMP_NUM_THREADS': '2'}) as url:
-        clf = load_model(demo)
+        clf, port = load_model(demo), url.rsplit(':', 1)[1]
         assert httpx.get(url + '/health').json() == {'status': 'ok', 'model': 'flowers', 'classes': clf.classes}
     assert f'Serving flowers ({", ".join(clf.classes)}) at http://127.0.0.1:{port}' in (tmp_path/'serve.log').read_text()
