@@ -93,7 +93,7 @@ class _WatchedAdapter(requests.adapters.HTTPAdapter):
     def proxy_manager_for(self, *a, **kw):
         m = super().proxy_manager_for(*a, **kw); m.pool_classes_by_scheme = _WATCHED_POOLS; return m
 
-def web_session(workers:int=64, # connections to keep open per host
+def web_session(workers:int=1, # threads that will share the session: it keeps as many connections open per host (at least 10)
                ) -> requests.Session:
     "A `requests.Session` that says who it is and keeps enough connections open for `workers` threads"
     s = requests.Session()
