@@ -42,8 +42,8 @@ def check_shown(cleaner, # a fastai `ImageClassifierCleaner` or `ImagesCleaner`
         raise ImgclfError(f'Nothing was changed: the cleaner does not show the photos it would act on ({files}); '
                           'it failed to draw them, or was drawn before imgclf.clean was imported. Build it again: ImageClassifierCleaner(learn)')
     if (now := _view_now(cleaner)) is not None and [Path(f) for f in now] != fns:
-        raise ImgclfError(f'Nothing was changed: the cleaner shows photos that are not those of {cleaner.dd_cats.value} '
-                          f'({cleaner.dd_ds.value}) now; its lists are out of date (after an undo?). Build it again: ImageClassifierCleaner(learn)')
+        raise ImgclfError(f'Nothing was changed: the cleaner shows photos that are not those of {cleaner.dd_cats.value} ({cleaner.dd_ds.value}) '
+                          f'now, and would act on {files}; its lists are out of date (after an undo?). Build it again: ImageClassifierCleaner(learn)')
     if problems := changed_since_shown(Path(), {fns[i]: shown['shas'][iw.fns[i]] for i in marked}):
         raise ImgclfError(f'Nothing was changed: {len(problems)} marked file(s) are not what the cleaner showed; build it again.\n' + '\n'.join(problems))
 

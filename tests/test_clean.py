@@ -282,3 +282,13 @@ def test_apply_cleaner_uses_marks_and_refreshes(ds, monkeypatch):
     assert list(cl.delete()) == [] and apply_cleaner(cl, ds) is None
     undo_changes(log)
     assert snapshot(ds) == before
+
+
+def test_fastai_cleaner_whose_lists_changed_since_drawn_is_refused(ds, monkeypatch):
+    "Tiles drawn from lists that have changed since (its class now lists other files): nothing is acted on"
+    from fastcore.foundation import L
+    cl = fastai_cleaner(monkeypatch, ds, LOSSES)
+    cl.iwis = (L(o for o in cl.iwis[0] if o[0].name != 'a1.png'), cl.iwis[1])  # a1 gone from the lists, still on a tile
+    menus(cl)[0].value = '<Delete>'
+    with pytest.raises(ImgclfError, match=f"not those of a \\(Train\\) now, and would act on {ds/'a'/'a0.png'}"): apply_cleaner(cl, ds)
+    assert (ds/'a'/'a0.png').exists() and not (ds/TRASH).exists()
