@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/17_model.ipynb #c02b7ebe
 from __future__ import annotations
-import json, math, re, struct, threading
+import json, math, re, struct
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +73,7 @@ def head_layer(spec:dict) -> nn.Module:
     if kind == 'Linear': return nn.Linear(_int(spec, 'in'), _int(spec, 'out'), bias=_one_of(spec, 'bias', (True, False)))
     raise ValueError(f'unknown head layer {kind!r:.60}')
 
+# %% ../nbs/lib/17_model.ipynb #4bb4dc97
 class PooledFeatures(nn.Module):
     "A timm network's pooled features scaled to length 1, then for each of `levels` (stages of an EfficientNet's `blocks`) that stage's average, scaled alike"
     def __init__(self, net:nn.Module, # made by `timm.create_model` with its global pooling
@@ -102,6 +103,7 @@ class Network(nn.Module):
         super().__init__(); self.body, self.head, self.pooled = body, head, pooled
     def forward(self, x): return self.head(self.body(x) if self.pooled else self.body.forward_features(x))
 
+# %% ../nbs/lib/17_model.ipynb #6885e0b2
 _CFG = dict(input_size='size', fixed_input_size='bool', mean='three', std='three', crop_pct='num',
             interpolation='text', crop_mode='text', hf_hub_id='text', tag='text', license='text')  # of timm's `pretrained_cfg`
 _BUILD_CFG = ('input_size', 'fixed_input_size')  # the parts of it that shape the network
@@ -127,6 +129,7 @@ def describe_timm(model:nn.Module, # a network made by `timm.create_model`
     if levels is not None: rec['levels'] = [int(i) for i in levels]
     return dict(arch=cfg.get('architecture') or name, timm=rec)
 
+# %% ../nbs/lib/17_model.ipynb #43fd3e26
 def _value(k, v, depth=0):
     "`v` if it is a plain value a model argument may be: a bool, a whole number up to 8192, a number, short text, a short list of them"
     if v is None or type(v) is bool or type(v) is int and -8192 <= v <= 8192: return v
@@ -369,7 +372,7 @@ def read_header(path:Path) -> dict:
                               f'in a {size:,}-byte file): truncated, or another kind of file')
         raw = f.read(n)
     try: header = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e: raise ImgclfError(f'{path} is not a safetensors model file: its header is not JSON') from None
+    except (UnicodeDecodeError, ValueError): raise ImgclfError(f'{path} is not a safetensors model file: its header is not JSON') from None
     if not isinstance(header, dict): raise ImgclfError(f'{path} is not a safetensors model file: its header is not a JSON object')
     return header
 
