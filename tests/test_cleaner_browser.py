@@ -11,6 +11,7 @@ try: from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError: PlaywrightTimeout = TimeoutError  # no Playwright: the browser tests skip
 
 TOKEN = 'imgclf-test-token'
+PAGE = 4  # tiles per page of the cleaner under test
 
 
 def sums(root:Path) -> dict:
@@ -47,7 +48,7 @@ def jupyter(imgclf_home, tmp_path_factory, request):
     for c in ['daisy', 'rose', 'tulip']:
         (ds/c).mkdir(parents=True)
         for f in sorted((flower_photos()/c).glob('*.jpg'))[:6]: shutil.copy(f, ds/c)
-    src = f"from imgclf.cleaner import Cleaner\ncl = Cleaner({str(ds)!r}, page_size=4)\ncl"
+    src = f"from imgclf.cleaner import Cleaner\ncl = Cleaner({str(ds)!r}, page_size={PAGE})\ncl"
     nb = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'a1', 'metadata': {}, 'outputs': [], 'source': src}],
           'metadata': {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}}, 'nbformat': 4, 'nbformat_minor': 5}
     (tmp/'clean.ipynb').write_text(json.dumps(nb))
@@ -131,11 +132,22 @@ def tiles(pg) -> dict:
 
 def chosen(sel) -> str: return sel.evaluate('s => s.options[s.selectedIndex].text').replace('\xa0', ' ')
 
-def show(pg, view:str):
-    "Pick a view in the cleaner's Show menu"
+ON_PAGE = """a => { const t = [...document.querySelectorAll('button[title]')].map(b => b.title).filter(x => /^[a-z]+\\/.+\\.jpg$/.test(x));
+    return document.body.textContent.includes(a.where) && t.length === a.k && t.every(x => x.startsWith(a.prefix))
+           && (a.files === null || JSON.stringify([...t].sort()) === JSON.stringify(a.files)); }"""
+
+def on_page(pg, n:int, page:int=1, prefix:str='', files=None):
+    "Wait until the cleaner shows page `page` of a view of `n` pictures: its 'page .. of ..' line, and all its tiles (each of `prefix`, or exactly `files`)"
+    where, k = f'page {page} of {-(-n // PAGE)} ({n} pictures)', min(PAGE, n - (page - 1) * PAGE)
+    pg.wait_for_function(ON_PAGE, arg=dict(where=where, k=k, prefix=prefix, files=sorted(files) if files else None), timeout=30_000)
+
+def show(pg, view:str, n:int, prefix:str='', files=None):
+    "Pick a view in the cleaner's Show menu, and wait for its first page of `n` pictures (see `on_page`)"
     sel = pg.query_selector(f'{OUT} .widget-dropdown:has(label:text("Show")) select')
     sel.select_option(label=view)
-    pg.wait_for_timeout(800)
+    on_page(pg, n, 1, prefix, files)
+
+def count(ds:Path, c:str='*') -> int: return sum(not f.parent.name.startswith('.') for f in ds.glob(f'{c}/*.jpg'))  # pictures on disk
 
 
 def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, jupyter):
@@ -149,10 +161,10 @@ def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, jupyter)
     t[f_rel].select_option(label=f'move to {target}')
     pg.wait_for_selector('text=1 to delete, 1 to relabel')
     # another view, another page, and back
-    show(pg, 'Class: tulip'); pg.click(f'{OUT} button:text("▶")'); pg.wait_for_timeout(500)
-    show(pg, 'My choices')
+    show(pg, 'Class: tulip', count(ds, 'tulip'), 'tulip/'); pg.click(f'{OUT} button:text("▶")'); on_page(pg, count(ds, 'tulip'), 2, 'tulip/')
+    show(pg, 'My choices', 2, files={f_del, f_rel})
     assert set(tiles(pg)) == {f_del, f_rel}
-    show(pg, 'All pictures, most suspect first')
+    show(pg, 'All pictures, most suspect first', count(ds))
     t = tiles(pg)
     assert chosen(t[f_del]) == 'delete' and chosen(t[f_rel]) == f'move to {target}'
     pg.click(f'{OUT} button:text("Apply")')
@@ -161,15 +173,12 @@ def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, jupyter)
     assert len(list((ds/'.trash').rglob(Path(f_del).name))) == 1
     # the widget read the dataset again: the moved picture is shown in its new class, the deleted one nowhere
     on_disk = {p.relative_to(ds).as_posix() for p in (ds/target).glob('*.jpg')}  # its six and the moved one (less f_del if it was one)
-    show(pg, f'Class: {target}')
-    pg.wait_for_selector(f'text=/page 1 of 2 \\({len(on_disk)} pictures\\)/')  # four to a page
+    show(pg, f'Class: {target}', len(on_disk), f'{target}/')
     first = set(tiles(pg))
-    pg.click(f'{OUT} button:text("▶")')
-    pg.wait_for_function('''old => { const t = [...document.querySelectorAll('button[title]')].map(b => b.title)
-                                      .filter(x => /^[a-z]+\\/.+\\.jpg$/.test(x));
-                                  return t.length > 0 && !t.some(x => old.includes(x)); }''', arg=list(first))
+    pg.click(f'{OUT} button:text("▶")'); on_page(pg, len(on_disk), 2, f'{target}/')
     shown = first | set(tiles(pg))
     assert shown == on_disk and f'{target}/{Path(f_rel).name}' in shown, (shown, on_disk)
+    pg.click(f'{OUT} button:text("◀")'); on_page(pg, len(on_disk), 1, f'{target}/')
     pg.click(f'{OUT} button:text("Undo last apply")')
     pg.wait_for_selector('text=/Undone/')
     assert sums(ds) == before  # every picture back, byte for byte
@@ -178,7 +187,7 @@ def test_choices_survive_views_and_pages_apply_and_undo_are_exact(page, jupyter)
 def test_after_undo_a_tile_acts_on_the_file_it_shows(page, jupyter):
     "fastai's cleaner, after apply, undo and a change of class, moved a different file than the one shown"
     pg, (_, ds, _) = page, jupyter
-    show(pg, 'Class: rose')
+    show(pg, 'Class: rose', count(ds, 'rose'), 'rose/')
     t = tiles(pg)
     assert t and all(f.startswith('rose/') and (ds/f).is_file() for f in t)
     f = list(t)[1]
@@ -211,10 +220,10 @@ print(json.dumps(dict(zip(sure.file, sure.suggested))))'''
 def test_accept_sure_ones_chooses_what_the_tiles_suggest(page, jupyter):
     "The button, clicked in the page: each picture it chooses is moved to the class its tile says it looks like, and the tally counts them"
     pg, (_, ds, front) = page, jupyter
-    show(pg, 'All pictures, most suspect first')
+    show(pg, 'All pictures, most suspect first', count(ds))
     pg.click(f'{OUT} button:text("Accept sure ones")')
     pg.wait_for_selector('text=/on this page chosen|No likely mislabelled picture/')
-    pg.wait_for_timeout(500)
+    on_page(pg, count(ds))  # the page drawn again, with the new choices in its menus
     moved = {}
     for f, sel in tiles(pg).items():
         if chosen(sel).startswith('move to '):
