@@ -14,8 +14,8 @@ from PIL import Image, ImageOps
 from .core import ImgclfError
 
 # %% auto #0
-__all__ = ['decode_budget', 'Failure', 'DownloadError', 'ImageError', 'not_image', 'load_image', 'upright_rgb', 'open_image',
-           'thumbnail']
+__all__ = ['decode_budget', 'Failure', 'DownloadError', 'ImageError', 'not_image', 'is_heic', 'load_image', 'upright_rgb',
+           'open_image', 'thumbnail']
 
 # %% ../nbs/lib/11_images.ipynb #3b90e7bc
 class Failure(str, Enum):
@@ -137,11 +137,16 @@ def _formats() -> list[str]:
 
 _HEIF_BRANDS = {b'heic', b'heix', b'heim', b'heis', b'hevc', b'hevx', b'hevm', b'hevs', b'mif1', b'msf1'}
 
+def is_heic(head:bytes, # the first bytes of a file (12 are enough)
+           ) -> bool:
+    "Whether `head` starts an HEIC/HEIF photo (the iPhone format), which Pillow cannot read"
+    return head[4:8] == b'ftyp' and head[8:12] in _HEIF_BRANDS
+
 def _unknown(data:bytes) -> tuple[str, Failure]:
     "Why `data` is refused when no photo format reads it, and the kind: name the format if known (reading the header only)"
     if data[4:8] == b'ftyp':
         brand = data[8:12]
-        if brand in _HEIF_BRANDS: return ('not used: HEIC/HEIF photo (the iPhone format); convert it to JPEG first, e.g. with '
+        if is_heic(data): return ('not used: HEIC/HEIF photo (the iPhone format); convert it to JPEG first, e.g. with '
                                           'the pillow-heif package, or set the camera to "Most Compatible"', Failure.UNSUPPORTED)
         if brand in (b'avif', b'avis'): return 'not used: AVIF picture, which this Pillow cannot read; convert it to JPEG first', Failure.UNSUPPORTED
     try:
