@@ -1,4 +1,4 @@
-"`apply_changes` and `undo_changes` under stress: crashes halfway, name clashes, repeated undo, conflicts."
+"`apply_changes` and `undo_changes` under stress: crashes halfway, name clashes, repeated undo, conflicts; and `apply_cleaner` on fastai's own cleaner, which may act only on the files it drew."
 import hashlib, json
 from pathlib import Path
 import pytest
