@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 from .core import scan_dataset, DatasetReport, ImgclfError, imgclf_home, atomic_write_bytes, too_few_images  # before fastai: see 00_core
-from .images import open_image, DownloadError
+from .images import open_image, ImageError, Failure
 from fastcore.basics import patch_to
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, IntToFloatTensor, PILImage, RandomSplitter,
                                parent_label, Resize, DataLoaders)
@@ -26,7 +26,7 @@ class LoadImage:
     def __call__(self, x) -> PILImage:
         if isinstance(x, (str, Path)):
             try: return PILImage(Image.fromarray(self.cache.get(x)) if self.cache else open_image(x))
-            except DownloadError as e: raise ImgclfError(f'{x}: {e.reason}') from None
+            except ImageError as e: raise ImgclfError(f'{x}: {e.reason}') from None
         if isinstance(x, (bytes, bytearray, memoryview)): return PILImage(open_image(x))
         return PILImage.create(x)  # a PIL image, array or tensor: as fastai takes it
 
@@ -67,10 +67,10 @@ class PresizeCache:
         return self.root/h[:2]/f'{h}.npy'
 
     def make(self, f:Path) -> np.ndarray:
-        "Decode `f` upright and shrink it: HxWx3 uint8; `DownloadError` saying why it cannot be used"
+        "Decode `f` upright and shrink it: HxWx3 uint8; `ImageError` saying why it cannot be used"
         im = open_image(f, size=self.size)  # a large JPEG is decoded at a reduced scale straight away
         w, h = im.size
-        if min(w, h) < 8: raise DownloadError(f'too small ({w}x{h} px)')
+        if min(w, h) < 8: raise ImageError(f'too small ({w}x{h} px)', Failure.TOO_SMALL)
         k = self.size / min(w, h)
         if k < 1: im = im.resize((max(1, round(w*k)), max(1, round(h*k))), Image.Resampling.BILINEAR)
         return np.asarray(im)
@@ -83,7 +83,7 @@ class PresizeCache:
     def get(self, f:Path) -> np.ndarray:
         "The stored pixels of `f`, made and stored first if needed"
         try: p = self.entry(f)
-        except FileNotFoundError: raise DownloadError('file not found') from None
+        except FileNotFoundError: raise ImageError('file not found', Failure.UNREADABLE) from None
         try: return np.load(p)
         except (OSError, ValueError): pass  # not cached yet
         a = self.make(f); self._save(p, a)
@@ -105,7 +105,7 @@ def build(self, files:list, # the pictures to have in the cache
             else: self._save(p, self.make(f))
             self.used.add(p)
         except FileNotFoundError: return 'file not found'
-        except DownloadError as e: return e.reason
+        except ImageError as e: return e.reason
     with ThreadPoolExecutor(workers or min(8, 2*(os.cpu_count() or 1))) as ex: reasons = list(ex.map(one, files))
     return [(Path(f), r) for f, r in zip(files, reasons) if r]
 
