@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import ipywidgets as widgets
 from PIL import Image
-from .core import ImgclfError
-from .photos import thumbnail
+from .core import ImgclfError, atomic_path
+from .images import thumbnail
 
 # %% auto #0
-__all__ = ['confusion_table', 'cell_rows', 'ConfusionExplorer']
+__all__ = ['confusion_table', 'cell_rows', 'ConfusionExplorer', 'write_report']
 
 # %% ../nbs/04a_interpret.ipynb #4fa41598
 def confusion_table(preds:pd.DataFrame, # from `valid_predictions`: columns actual, predicted
@@ -87,3 +87,31 @@ class ConfusionExplorer:
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+# %% ../nbs/04a_interpret.ipynb #d3ef4b21
+def write_report(learn, # a trained learner
+                 out:Path, # folder to write into
+                ) -> dict:
+    "Write classes.csv, misclassified.csv, confusion_matrix.png and, after a training with epochs, losses.png into `out`; return a summary"
+    import matplotlib.pyplot as plt
+    from fastai.vision.all import ClassificationInterpretation
+    from imgclf.train import valid_predictions, class_report, misclassified
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    def save(name):
+        with atomic_path(out/name) as t: plt.savefig(t, format='png', bbox_inches='tight', dpi=100)
+        plt.close('all')
+    preds = valid_predictions(learn)
+    rep = class_report(preds, learn.dls.vocab)
+    with atomic_path(out/'classes.csv') as t: rep.to_csv(t)
+    with atomic_path(out/'misclassified.csv') as t: misclassified(preds).to_csv(t, index=False)
+    with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn)
+    n = len(learn.dls.vocab)
+    with learn.no_bar(): interp.plot_confusion_matrix(figsize=(2 + 0.6*n, 2 + 0.6*n))  # it predicts again, with a bar
+    save('confusion_matrix.png')
+    files = ['classes.csv', 'misclassified.csv', 'confusion_matrix.png']
+    if getattr(learn, 'recorder', None) is not None and learn.recorder.losses:  # the linear recipe has no epochs, so no losses
+        learn.recorder.plot_loss()
+        save('losses.png')
+        files.append('losses.png')
+    err = float((preds.actual != preds.predicted).mean())
+    return dict(error_rate=err, valid_images=len(preds), classes=rep, files=files)
