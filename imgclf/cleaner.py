@@ -148,6 +148,7 @@ def merge_predictions(ranked:pd.DataFrame, # from `rank_suspects`
                       path:Path, # the dataset folder, as given to `predict_folder`
                      ) -> pd.DataFrame:
     "`ranked` with what your model calls each picture: `model_label` and `model_probability`, both empty for a picture it could not read"
+    path = Path(path).expanduser()  # as `predict_folder` takes it
     got = predictions.set_axis([Path(f).relative_to(path).as_posix() for f in predictions.file])
     return ranked.assign(model_label=ranked.file.map(got.label).fillna(''), model_probability=ranked.file.map(got.probability))
 

@@ -292,3 +292,16 @@ def test_fastai_cleaner_whose_lists_changed_since_drawn_is_refused(ds, monkeypat
     menus(cl)[0].value = '<Delete>'
     with pytest.raises(ImgclfError, match=f"not those of a \\(Train\\) now, and would act on {ds/'a'/'a0.png'}"): apply_cleaner(cl, ds)
     assert (ds/'a'/'a0.png').exists() and not (ds/TRASH).exists()
+
+
+def test_merge_predictions_takes_the_folder_as_predict_folder_does(ds, monkeypatch):
+    "`predict_folder` expands `~` in the folder it is given; `merge_predictions` given the same folder finds its files"
+    import pandas as pd
+    from imgclf.cleaner import merge_predictions
+    monkeypatch.setenv('HOME', str(ds.parent))
+    ranked = pd.DataFrame(dict(file=['a/a0.png', 'b/b0.png', 'c/c0.png']))
+    got = pd.DataFrame(dict(file=[str(ds/'a'/'a0.png'), str(ds/'b'/'b0.png')], label=['b', float('nan')], probability=[0.9, float('nan')],
+                            error=['', 'not an image']))
+    for folder in ('~/ds', ds):
+        m = merge_predictions(ranked, got, folder)
+        assert m.model_label.tolist() == ['b', '', ''] and m.model_probability.isna().tolist() == [False, True, True]
