@@ -4,12 +4,12 @@
 
 # %% ../nbs/06a_app.ipynb #dbb21c46
 from __future__ import annotations
-import base64, html, io, logging, os
+import base64, html, logging, os
 from pathlib import Path
 import ipywidgets as widgets
 from IPython.display import display, HTML
 from .core import ImgclfError
-from .images import open_image, DownloadError
+from .images import open_image, thumbnail, is_heic, ImageError, Failure
 from .modelfile import find_model
 from .apppage import page_html
 from fastcore.basics import patch_to
@@ -31,19 +31,21 @@ def clear_upload(upload:widgets.FileUpload):
     else: upload.value = ()
 
 # %% ../nbs/06a_app.ipynb #5c0ffee1
-def visitor_message(reason:str, # a `DownloadError.reason` from `open_image`
+_VISITOR = {Failure.EMPTY: '{name} is empty. Please choose a photo.',
+            Failure.NOT_IMAGE: '{name} is not a photo this app can read. Please choose a JPEG, PNG or WebP photo.',
+            Failure.BOMB: '{name} has too many pixels for this app. Please choose a smaller photo.',
+            Failure.BROKEN: '{name} is damaged or cut off (perhaps the upload was interrupted). '
+                            'Please try again, or choose another photo.'}
+_HEIC = ('{name} is an HEIC photo (the iPhone format), which this app cannot read. '
+         'Please choose a JPEG, or set the camera to "Most Compatible".')
+
+def visitor_message(e:ImageError, # why `open_image` refused the upload
                     name:str, # the file's name, as the visitor's browser gave it
+                    data:bytes=b'', # the upload itself: an iPhone's HEIC photo gets a message of its own
                    ) -> str:
-    "What to tell a visitor whose upload `name` could not be read as a photo"
-    if reason.startswith('empty'): return f'{name} is empty. Please choose a photo.'
-    if 'HEIC' in reason: return (f'{name} is an HEIC photo (the iPhone format), which this app cannot read. '
-                                 'Please choose a JPEG, or set the camera to "Most Compatible".')
-    if reason.startswith('not an image'):
-        return f'{name} is not a photo this app can read. Please choose a JPEG, PNG or WebP photo.'
-    if reason.startswith('decompression bomb'): return f'{name} has too many pixels for this app. Please choose a smaller photo.'
-    if reason.startswith('broken image'):
-        return f'{name} is damaged or cut off (perhaps the upload was interrupted). Please try again, or choose another photo.'
-    return f'{name} could not be read as a photo. Please choose another one.'
+    "What to tell a visitor whose upload `name` could not be read as a photo, by the kind of failure"
+    if e.kind == Failure.UNSUPPORTED and is_heic(data[:12]): return _HEIC.format(name=name)
+    return _VISITOR.get(e.kind, '{name} could not be read as a photo. Please choose another one.').format(name=name)
 
 # %% ../nbs/06a_app.ipynb #403e8577
 _log = logging.getLogger('imgclf.app')
@@ -95,6 +97,16 @@ class ClassifierApp:
         "Show one line of news for the visitor above the photo"
         self.message.value = f'<span class="imgclf-error">{html.escape(text)}</span>' if error else html.escape(text)
 
+    def _on_upload(self, change):
+        try:
+            files = uploaded_files(change['new'])
+            if not files: return
+            clear_upload(self.upload)  # forget the bytes (a phone photo is 20 MB), so the same photo chosen again is a change too
+            self.classify(files[-1][1], files[-1][0])
+        except Exception:
+            _log.exception('Reading the upload failed')
+            self.say('Sorry, the upload could not be read. Please try again.', error=True)
+
 # %% ../nbs/06a_app.ipynb #5e1ec7ed
 def _row(c:str, p:float|None, style:str='') -> str:
     pct, name = ('' if p is None else f'{p:.1%}'), html.escape(c)
@@ -128,12 +140,11 @@ def classify(self, data:bytes, # the uploaded file's bytes
                  'Please choose a smaller photo.', error=True); return None
     self.say(f'Looking at {name}...')
     try: im = open_image(data, size=self.preview_size)  # a big JPEG is decoded at a reduced scale: much faster
-    except DownloadError as e:
-        self.say(visitor_message(e.reason, name), error=True); return None
+    except ImageError as e:
+        self.say(visitor_message(e, name, data), error=True); return None
     try:
-        shown = im.copy(); shown.thumbnail((self.preview_size, self.preview_size))
-        b = io.BytesIO(); shown.save(b, 'JPEG', quality=85)
-        self.preview.value = (f'<img src="data:image/jpeg;base64,{base64.b64encode(b.getvalue()).decode()}" '
+        jpeg = thumbnail(im, name, size=self.preview_size, enlarge=False, format='JPEG', quality=85)
+        self.preview.value = (f'<img src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}" '
                               f'alt="{html.escape(name)}">')
         p = self.model.predict(im)
     except Exception:  # the visitor can do nothing about it, but must not see a traceback
@@ -143,17 +154,6 @@ def classify(self, data:bytes, # the uploaded file's bytes
     self.say('')
     self.show(p)
     return p
-
-@patch_to(ClassifierApp)
-def _on_upload(self, change):
-    try:
-        files = uploaded_files(change['new'])
-        if not files: return
-        clear_upload(self.upload)  # forget the bytes (a phone photo is 20 MB), so the same photo chosen again is a change too
-        self.classify(files[-1][1], files[-1][0])
-    except Exception:
-        _log.exception('Reading the upload failed')
-        self.say('Sorry, the upload could not be read. Please try again.', error=True)
 
 # %% ../nbs/06a_app.ipynb #c229e8b4
 def load_app(model:Path|str|None=None, # a model file; default `find_model()`
