@@ -157,4 +157,5 @@ def download_images(urls:list[str], # image URLs
     urls = list(dict.fromkeys(urls))
     rows = run_downloads([dict(source='urls', url=u, **{'class': ''}) for u in urls], dest, lim['workers'], lim['progress'], None,
                          {k: lim[k] for k in _FETCH}, dict(shrink=lim['shrink'], min_size=lim['min_size']))
-    return sorted(rows, key=lambda r: urls.index(r['url']))
+    order = {u: i for i, u in enumerate(urls)}
+    return sorted(rows, key=lambda r: order[r['url']])
