@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from fastcore.basics import patch
 from .core import ImgclfError, atomic_write_bytes, check_class_name, class_name_problem, image_files
-from .images import thumbnail
+from .images import ImageError, open_image, thumbnail
 from .changes import apply_changes, undo_changes, last_undoable, file_sha, changed_since_shown, SURE
 from .rank import Kind, with_kind
 
@@ -346,14 +346,14 @@ def _update_tally(self:Cleaner): self.tally.value = f'&nbsp; <b>{self.choices.ta
 @patch
 def _enlarge(self:Cleaner, f:str):
     "Show `f` large beside the grid; a duplicate with its other copy under it"
-    def big(g): return thumbnail((self.path/g).read_bytes(), g, 480, enlarge=False, format='JPEG', quality=90)
+    def big(g): return thumbnail(open_image(self.path/g, size=480), g, 480, enlarge=False, format='JPEG', quality=90)
     try: self.big.value = big(f)
-    except (ImgclfError, OSError) as e: self.msg.value, self.big_box.layout.display = _esc(e), 'none'; return
+    except ImageError as e: self.msg.value, self.big_box.layout.display = _esc(f'{f}: {e.reason}'), 'none'; return
     self.big_title.value, self.big_box.layout.display = f'<b>{_esc(f)}</b>', ''
     row = self.rows[self.rows.file == f]
     twin = row.duplicate_of.iloc[0] if len(row) and 'duplicate_of' in row and isinstance(row.duplicate_of.iloc[0], str) else ''
     try: self.twin.value, self.twin_title.value = (big(twin), f'<b>its other copy: {_esc(twin)}</b>') if twin else (b'', '')
-    except (ImgclfError, OSError): self.twin.value, self.twin_title.value = b'', _esc(f'its other copy {twin} cannot be read')
+    except ImageError: self.twin.value, self.twin_title.value = b'', _esc(f'its other copy {twin} cannot be read')
     self.twin.layout.display = '' if self.twin.value else 'none'
 
 # %% ../nbs/lib/21_cleaner.ipynb #18b0c911

@@ -305,3 +305,21 @@ def test_merge_predictions_takes_the_folder_as_predict_folder_does(ds, monkeypat
     for folder in ('~/ds', ds):
         m = merge_predictions(ranked, got, folder)
         assert m.model_label.tolist() == ['b', '', ''] and m.model_probability.isna().tolist() == [False, True, True]
+
+
+def test_cleaner_view_of_a_file_gone_or_broken_says_which_and_why(ds):
+    "The cleaner's *view* of a picture that is no longer there, or is no picture, says so as it always has: `file: reason`"
+    import pandas as pd
+    from imgclf.cleaner import Cleaner, Choices
+    rel = [f.relative_to(ds).as_posix() for f in image_files(ds)]
+    ranked = pd.DataFrame(dict(file=rel, label=[f.split('/')[0] for f in rel], suggested='', score=0., reason='', p_label=1., p_suggested=0.,
+                               outlier_z=0., flagged=False, duplicate_of='', kind='', phash='', sha=''))
+    cl = Cleaner(ds, ranked, choices=Choices(ds, autosave=False))
+    (ds/'a'/'a0.png').unlink()
+    (ds/'a'/'a1.png').write_bytes(b'<html>not found</html>')
+    cl._enlarge('a/a0.png')
+    assert cl.msg.value == 'a/a0.png: unreadable: No such file or directory' and cl.big_box.layout.display == 'none'
+    cl._enlarge('a/a1.png')
+    assert cl.msg.value == 'a/a1.png: not an image: HTML page'
+    cl._enlarge('a/a2.png')
+    assert cl.big_box.layout.display == '' and cl.big.value[:2] == b'\xff\xd8'  # a JPEG of the picture
