@@ -1,10 +1,10 @@
 """imgclf's cleaner as a learner meets it: a real JupyterLab 4 and a real Notebook 7 on 127.0.0.1, driven by Chromium through Playwright.
 With IMGCLF_COLAB_VENV naming a stand-in for Google Colab (made by .ci/colab), also in the classic Notebook 6 and
 ipywidgets 7 of that venv, the versions Colab has."""
-import hashlib, json, os, re, shutil, signal, subprocess, time, urllib.request
+import hashlib, json, os, re, shutil, subprocess, time, urllib.request
 from pathlib import Path
 import pytest
-from conftest import BIN, free_port
+from conftest import BIN, free_port, start_and_read_port, stop
 from test_app import chromium_path, CHROMIUM_ARGS
 
 try: from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -52,28 +52,26 @@ def jupyter(imgclf_home, tmp_path_factory, request):
     nb = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'a1', 'metadata': {}, 'outputs': [], 'source': src}],
           'metadata': {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}}, 'nbformat': 4, 'nbformat_minor': 5}
     (tmp/'clean.ipynb').write_text(json.dumps(nb))
-    port, logf = free_port(), tmp/'lab.log'
+    logf = tmp/'lab.log'
     env = {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'JUPYTER_CONFIG_DIR': str(tmp/'config'),
            'JUPYTER_DATA_DIR': str(tmp/'data'), 'IPYTHONDIR': str(tmp/'ipython'), 'JUPYTER_RUNTIME_DIR': str(tmp/'runtime')}
-    with open(logf, 'wb') as log:
-        quiet = ['--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'] if front == 'lab' else []
-        app = (['--NotebookApp.ip=127.0.0.1', '--NotebookApp.port_retries=0', f'--NotebookApp.token={TOKEN}', f'--NotebookApp.notebook_dir={tmp}']
-               if front == 'notebook6' else  # classic Notebook 6 is its own server, with its own option names
-               ['--ServerApp.ip=127.0.0.1', '--ServerApp.port_retries=0', f'--IdentityProvider.token={TOKEN}', f'--ServerApp.root_dir={tmp}'])
-        proc = subprocess.Popen([str(server_bin(front)/'jupyter'), cmd, '--no-browser', f'--port={port}', *app, *quiet, '--allow-root'],
-                                cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url, deadline = f'http://127.0.0.1:{port}/', time.time() + 120
-    while True:
+    quiet = ['--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'] if front == 'lab' else []
+    app = (['--NotebookApp.ip=127.0.0.1', '--NotebookApp.port_retries=0', f'--NotebookApp.token={TOKEN}', f'--NotebookApp.notebook_dir={tmp}']
+           if front == 'notebook6' else  # classic Notebook 6 is its own server, with its own option names
+           ['--ServerApp.ip=127.0.0.1', '--ServerApp.port_retries=0', f'--IdentityProvider.token={TOKEN}', f'--ServerApp.root_dir={tmp}'])
+    port = free_port() if front == 'notebook6' else 0  # Jupyter Server binds a port the system picks and prints it; Colab's Notebook 6 is given one
+    proc, port = start_and_read_port([str(server_bin(front)/'jupyter'), cmd, '--no-browser', f'--port={port}', *app, *quiet, '--allow-root'],
+                                     env=env, log=logf, timeout=120)
+    url, deadline = f'http://127.0.0.1:{port}/', time.monotonic() + 120
+    while True:  # it prints its address a moment before it answers
         try: urllib.request.urlopen(f'{url}api/status?token={TOKEN}', timeout=2); break
         except OSError: pass
-        if proc.poll() is not None or time.time() > deadline:
-            if proc.poll() is None: os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail(f'jupyter {front} did not start:\n{logf.read_text(errors="replace")[-3000:]}')
-        time.sleep(0.5)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            pytest.fail(f'jupyter {front} did not start:\n{"".join(proc.lines)[-3000:]}')
+        time.sleep(0.2)
     yield url, ds, front
-    os.killpg(proc.pid, signal.SIGTERM)
-    try: proc.wait(20)
-    except subprocess.TimeoutExpired: os.killpg(proc.pid, signal.SIGKILL)
+    stop(proc)
 
 
 def what_the_cell_shows(pg, s:dict) -> str:
