@@ -267,17 +267,40 @@ def test_sixteen_bit_is_converted_without_floating_point():
     got = np.asarray(Image.open(io.BytesIO(out)).convert('L')).astype(int)
     assert np.abs(got - (a >> 8)).max() <= 2 and info['note'] == 'converted I;16 to 8-bit'
 
-def test_the_decode_budget_bounds_pictures_in_memory_at_once():
-    b, peak, now, lock = I._Budget(100), [0], [0], threading.Lock()
-    def use(n):
+class Watched(threading.Condition):
+    "A condition that counts the threads waiting on it, in `waiting` (read under `seen`)"
+    def __init__(self): super().__init__(); self.waiting, self.seen = 0, threading.Condition()
+    def wait(self, timeout=None):
+        with self.seen: self.waiting += 1; self.seen.notify_all()  # still holding the lock: no notify can come before it waits
+        try: return super().wait(timeout)
+        finally:
+            with self.seen: self.waiting -= 1; self.seen.notify_all()
+
+def budget_order(b, guard:float=60):
+    "Pictures of 60, 60, 30 and 150 units through budget `b` (100), each let go in turn: who was waiting and who decoding at each step"
+    b.cond, inside, go = Watched(), [], {k: threading.Event() for k in 'ABCD'}
+    def hold(k, n):
         with b(n):
-            with lock: now[0] += n; peak[0] = max(peak[0], now[0])
-            time.sleep(0.02)
-            with lock: now[0] -= n
-    ts = [threading.Thread(target=use, args=(n,)) for n in [60, 60, 30, 30, 150, 10] * 3]
-    for t in ts: t.start()
-    for t in ts: t.join()
-    assert peak[0] <= 150 and b.used == 0  # never over the limit, except one picture that is larger alone
+            with b.cond.seen: inside.append(k); b.cond.seen.notify_all()
+            go[k].wait(guard)
+        with b.cond.seen: inside.remove(k); b.cond.seen.notify_all()
+    def until(what):  # a guard against a hang, not a measure of speed
+        with b.cond.seen: assert b.cond.seen.wait_for(what, guard), (inside, b.cond.waiting, b.used)
+    ts = {k: threading.Thread(target=hold, args=(k, n), daemon=True) for k, n in dict(A=60, B=60, C=30, D=150).items()}
+    ts['A'].start(); until(lambda: inside == ['A'])
+    ts['B'].start(); until(lambda: b.cond.waiting == 1)  # 60 + 60 is over 100: B waits
+    ts['C'].start(); until(lambda: inside == ['A', 'C'])  # 60 + 30 fits
+    ts['D'].start(); until(lambda: b.cond.waiting == 2)  # 150 is more than the whole budget: D waits until nothing else decodes
+    steps = [(sorted(inside), b.used)]
+    go['A'].set(); until(lambda: sorted(inside) == ['B', 'C'] and b.cond.waiting == 1); steps.append((sorted(inside), b.used))
+    go['B'].set(); go['C'].set(); until(lambda: inside == ['D']); steps.append((sorted(inside), b.used))
+    go['D'].set(); until(lambda: inside == [])
+    for t in ts.values(): t.join(guard)
+    return steps + [b.used]
+
+def test_the_decode_budget_bounds_pictures_in_memory_at_once():
+    "A picture waits while those decoding leave it too little of the budget; one larger than the whole budget goes alone"
+    assert budget_order(I._Budget(100)) == [(['A', 'C'], 90), (['B', 'C'], 90), (['D'], 150), 0]
 
 def test_a_tiff_with_thousands_of_pages_is_not_walked(monkeypatch):
     pages = [Image.new('L', (64, 64), i % 256) for i in range(3000)]
