@@ -4,74 +4,141 @@
 
 # %% ../nbs/08_cli.ipynb #477678dd
 from __future__ import annotations
-import argparse, os, shutil, subprocess, sys, time, json
+import argparse, contextlib, errno, inspect, json, os, shutil, socket, sys, time
 from pathlib import Path
 import imgclf
 from .core import ImgclfError, imgclf_home, scan_dataset, atomic_path, need, RECIPE_SIZES
 
 # %% auto #0
-__all__ = ['write_report', 'cmd_demo', 'cmd_train', 'cmd_export', 'cmd_predict', 'cmd_serve', 'app_notebook', 'free_port',
-           'voila_command', 'cmd_app', 'cmd_gather', 'cmd_clean', 'cmd_undo', 'parser', 'run', 'main']
+__all__ = ['run', 'main', 'app_notebook', 'voila_command']
 
-# %% ../nbs/08_cli.ipynb #8eec150d
-def write_report(learn, # a trained learner
-                 out:Path, # folder to write into
-                ) -> dict:
-    "Write classes.csv, misclassified.csv, confusion_matrix.png and, after a training with epochs, losses.png into `out`; return a summary"
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from fastai.vision.all import ClassificationInterpretation
-    from imgclf.train import valid_predictions, class_report, misclassified
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    preds = valid_predictions(learn)
-    rep = class_report(preds, learn.dls.vocab)
-    with atomic_path(out/'classes.csv') as t: rep.to_csv(t)
-    with atomic_path(out/'misclassified.csv') as t: misclassified(preds).to_csv(t, index=False)
-    with learn.no_bar(): interp = ClassificationInterpretation.from_learner(learn)
-    n = len(learn.dls.vocab)
-    with learn.no_bar(): interp.plot_confusion_matrix(figsize=(2 + 0.6*n, 2 + 0.6*n))  # it predicts again, with a bar
-    with atomic_path(out/'confusion_matrix.png') as t: plt.savefig(t, format='png', bbox_inches='tight', dpi=100)
-    plt.close('all')
-    files = ['classes.csv', 'misclassified.csv', 'confusion_matrix.png']
-    if getattr(learn, 'recorder', None) is not None and learn.recorder.losses:  # the linear recipe has no epochs, so no losses
-        learn.recorder.plot_loss()
-        with atomic_path(out/'losses.png') as t: plt.savefig(t, format='png', bbox_inches='tight', dpi=100)
-        plt.close('all')
-        files.append('losses.png')
-    err = float((preds.actual != preds.predicted).mean())
-    return dict(error_rate=err, valid_images=len(preds), classes=rep, files=files)
+# %% ../nbs/08_cli.ipynb #0f637497
+class _LazyParser(argparse.ArgumentParser):
+    "A subcommand's parser that adds its options when it is first used: reading their defaults may import a slow module"
+    def __init__(self, *args, build=None, **kwargs): super().__init__(*args, **kwargs); self._build = build
+    def parse_known_args(self, args=None, namespace=None):
+        if self._build: build, self._build = self._build, None; build(self)
+        return super().parse_known_args(args, namespace)
 
-# %% ../nbs/08_cli.ipynb #5ded31bd
-def _train_and_export(data, out:Path, arch, recipe, epochs, size, lr, bs, valid_pct, seed, quiet=False) -> dict:
+def _from(f, # the function whose parameter the option sets
+          p:argparse.ArgumentParser, # the (sub)parser to add the option to
+          name:str, # the parameter: the option is `--name`, with - for _
+          help:str|None=None, # default: the parameter's comment in `f`
+          **kwargs): # more for `add_argument`: a `type` where the default is None
+    "Add the option `--name` whose default is that of `f`'s parameter `name`, so the two cannot drift apart"
+    from fastcore.docments import docments
+    default = inspect.signature(f).parameters[name].default
+    if default is inspect.Parameter.empty: raise TypeError(f'{f.__name__}({name}) has no default for an option')
+    help = help or docments(f)[name] or ''
+    if isinstance(default, bool): kwargs.setdefault('action', 'store_false' if default else 'store_true')
+    elif default is not None: kwargs.setdefault('type', type(default)); help += ' (default %(default)s)'
+    p.add_argument('--' + name.replace('_', '-'), default=default, help=help, **kwargs)
+
+_COMMANDS = {}  # subcommand -> (its help, the function that adds its options)
+
+def _command(name:str, help:str):
+    "Register the decorated function as the one that adds subcommand `name`'s options"
+    def register(build): _COMMANDS[name] = (help, build); return build
+    return register
+
+def parser() -> argparse.ArgumentParser:
+    "The `imgclf` argument parser: one subcommand per step of the course"
+    p = argparse.ArgumentParser(prog='imgclf', description='Build your own image classifier from web images.')
+    p.add_argument('--version', action='version', version=f'imgclf {imgclf.__version__}')
+    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND', parser_class=_LazyParser)
+    for name, (help, build) in _COMMANDS.items(): sub.add_parser(name, help=help, build=build)
+    return p
+
+# %% ../nbs/08_cli.ipynb #5262e92f
+def _progress():
+    "Inside the block, printing goes to standard error: progress bars and lines, which a script reading the results does not want"
+    return contextlib.redirect_stdout(sys.stderr)
+
+def _print_json(d:dict):
+    "`d` on standard output as one JSON object: what a script reads"
+    print(json.dumps(d, indent=2, default=str))
+
+def _call(args):
+    "Run the command `args` names; `ImgclfError` ends it with one line and status 1, Ctrl-C with status 130"
+    try:
+        res = args.func(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
+        return res
+    except ImgclfError as e:
+        print(f'imgclf {args.command}: {e}', file=sys.stderr); sys.exit(1)
+    except KeyboardInterrupt:
+        print(f'imgclf {args.command}: interrupted', file=sys.stderr); sys.exit(130)
+    except BrokenPipeError:  # printing into a pipe whose reader stopped (`imgclf clean DATA | head`): quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        sys.exit(1)
+
+def _parse(argv:list[str]|None) -> argparse.Namespace:
+    "The options of the command line `argv` (default `sys.argv[1:]`), with `argv` itself: what `--processes` runs again"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try: args = parser().parse_args(argv)
+    except ImgclfError as e:  # a subcommand's options need a module that is not installed
+        print(f'imgclf {argv[0]}: {e}', file=sys.stderr); sys.exit(1)
+    args.argv = argv
+    return args
+
+def run(argv:list[str]|None=None):
+    "Run an `imgclf` command line and return its result (a mistake in the command line exits with status 2, a failure with 1)"
+    return _call(_parse(argv))
+
+def main():
+    "Entry point of the `imgclf` console script: 0 done, 1 failed or some files failed, 2 a wrong command line, 130 Ctrl-C"
+    args = _parse(None)
+    res = _call(args)
+    return res if isinstance(res, int) else getattr(args, 'status', 0)
+
+# %% ../nbs/08_cli.ipynb #41495fdd
+def _train_options(s):
+    "The options `imgclf demo` and `imgclf train` share, with `train_classifier`'s defaults"
+    from imgclf.train import train_classifier as tc
+    _from(tc, s, 'arch', help='backbone: efficientnet_lite0 (offline), resnet18, resnet34, or any timm model name '
+          '(e.g. convnext_tiny, hf-hub:ORG/NAME; weights downloaded once, then cached)')
+    _from(tc, s, 'recipe', choices=list(RECIPE_SIZES), help="linear: a linear layer on the network's frozen features, "
+          "in seconds; fine_tune: fastai's fine_tune of the whole network")
+    _from(tc, s, 'epochs', type=int, help='fine_tune: epochs after unfreezing (default: from the dataset, enough for 80 optimiser steps, 3 to 10)')
+    _from(tc, s, 'size', type=int, help='image size in pixels (default: ' + ', '.join(f'{v} for {k}' for k, v in RECIPE_SIZES.items()) + ')')
+    _from(tc, s, 'lr', type=float, help='fine_tune: learning rate (default: learning rate finder)')
+    _from(tc, s, 'seed', help='random seed')
+    _from(tc, s, 'quiet', help='no progress bars or progress lines')
+
+def _train_and_export(data:Path, out:Path, args) -> dict:
+    "Train on `data` with the options in `args`, export the model and write the report into `out`; print the results"
+    import matplotlib; matplotlib.use('Agg')  # the report's figures go to files
     from imgclf.train import train_classifier, check_recipe
-    check_recipe(recipe, **{'--epochs': epochs, '--lr': lr})  # before the pictures are read
-    size = size or RECIPE_SIZES[recipe]
     from imgclf.export import export_classifier
+    from imgclf.interpret import write_report
     from imgclf.data import check_cached, PresizeCache, presize_for
-    t0 = time.perf_counter()
-    first = int(os.environ.get('RANK', 0)) == 0  # one of several training processes: only the first reports and exports
-    report = None
-    if first:  # each picture decoded once: the check fills the presize cache that training reads
-        report = check_cached(scan_dataset(data, check=False), PresizeCache(presize_for(size)))
-        print(report, flush=True)
-    learn = train_classifier(data, arch=arch, recipe=recipe, epochs=epochs, size=size, lr=lr, bs=bs, valid_pct=valid_pct,
-                             seed=seed, out=out, quiet=quiet, report=report)
-    if not first: return dict(rank=int(os.environ['RANK']))
-    secs = time.perf_counter() - t0
-    model = export_classifier(learn, Path(out)/'model.safetensors', name=Path(data).name)
-    summary = write_report(learn, out)
+    sig = inspect.signature(train_classifier).parameters
+    kw = {k: getattr(args, k, sig[k].default) for k in ('arch', 'recipe', 'epochs', 'size', 'lr', 'bs', 'valid_pct', 'seed')}
+    check_recipe(kw['recipe'], **{'--epochs': kw['epochs'], '--lr': kw['lr']})  # before the pictures are read
+    kw['size'] = kw['size'] or RECIPE_SIZES[kw['recipe']]
+    t0, first, report = time.perf_counter(), int(os.environ.get('RANK', 0)) == 0, None  # of several processes, the first reports
+    with _progress():
+        if first:  # each picture decoded once: the check fills the presize cache that training reads
+            report = check_cached(scan_dataset(data, check=False), PresizeCache(presize_for(kw['size'])))
+            if not args.quiet: print(report, flush=True)
+        learn = train_classifier(data, out=out, quiet=args.quiet, report=report, **kw)
+        if not first: return dict(rank=int(os.environ['RANK']))
+        secs = time.perf_counter() - t0
+        model = export_classifier(learn, Path(out)/'model.safetensors', name=Path(data).name)
+        summary = write_report(learn, out)
     print(f'\nPer class (validation set):\n{summary["classes"].to_string()}')
-    print(f'\nerror rate: {summary["error_rate"]:.2%} on {summary["valid_images"]} validation images '
-          f'({arch}, {size}px, ' + ('a linear layer on its features' if recipe == 'linear' else
-                                      f'{learn.epochs_used}+1 epochs, lr {learn.lr_used:.2g}') + f', {secs:.0f}s)')
+    print(f'\nerror rate: {summary["error_rate"]:.2%} on {summary["valid_images"]} validation images ({kw["arch"]}, {kw["size"]}px, '
+          + ('a linear layer on its features' if kw['recipe'] == 'linear' else f'{learn.epochs_used}+1 epochs, lr {learn.lr_used:.2g}')
+          + f', {secs:.0f}s)')
     print(f'model:      {model}')
     print(f'report:     {out}/{", ".join(summary["files"])}')
-    meta = dict(data=str(data), arch=arch, recipe=recipe, epochs=learn.epochs_used, size=size, lr=learn.lr_used, bs=bs, valid_pct=valid_pct,
-                seed=seed, seconds=round(secs, 1), error_rate=summary['error_rate'], vocab=list(learn.dls.vocab),
+    meta = dict(data=str(data), **kw, seconds=round(secs, 1), error_rate=summary['error_rate'], vocab=list(learn.dls.vocab),
                 processes=getattr(learn, 'processes', 1))
+    meta.update(epochs=learn.epochs_used, lr=learn.lr_used)
     with atomic_path(Path(out)/'run.json') as t: t.write_text(json.dumps(meta, indent=2))
     return dict(model=model, **meta, valid=[str(f) for f in learn.dls.valid_ds.items])
 
+# %% ../nbs/08_cli.ipynb #f3e3f343
 def _planted_line(data:Path, valid:list, wrong:list) -> str:
     "What the demo's error rate means: how many validation photos are planted mistakes, and how many of the errors are those"
     from imgclf.photos import planted_problems
@@ -88,52 +155,49 @@ def cmd_demo(args):
     import pandas as pd
     from imgclf.photos import flower_photos
     out = Path(args.out or imgclf_home()/'demo')
-    print('Training on the built-in photos: about 400 real photos of five kinds of flower, with a few planted mistakes.')
-    data = flower_photos()
-    res = _train_and_export(data, out, args.arch, args.recipe, args.epochs, args.size, args.lr, 32, 0.2, args.seed, quiet=args.quiet)
+    if not args.quiet:
+        print('Training on the built-in photos: about 400 real photos of five kinds of flower, with a few planted mistakes.', file=sys.stderr)
+    with _progress(): data = flower_photos()
+    res = _train_and_export(data, out, args)
     print(_planted_line(data, res['valid'], pd.read_csv(out/'misclassified.csv').file))
     print(f'\nOpen the app with this model:  imgclf app --model {res["model"]}')
     return res
 
-def _launch(args, out:Path) -> dict:
-    "Run this `imgclf train` in `args.processes` processes, data-parallel (as `torchrun` would); the first one's result"
-    import socket
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    argv = [sys.executable, '-c', 'import sys; from imgclf.cli import main; sys.exit(main())', 'train', str(args.data),
-            '--arch', args.arch, '--recipe', args.recipe, '--seed', str(args.seed),
-            '--bs', str(args.bs), '--valid-pct', str(args.valid_pct), '--out', str(out)] + \
-           (['--epochs', str(args.epochs)] if args.epochs else []) + (['--lr', str(args.lr)] if args.lr else []) + \
-           (['--size', str(args.size)] if args.size else []) + \
-           (['--quiet'] if args.quiet else [])
-    n = args.processes
-    threads = os.environ.get('OMP_NUM_THREADS') or str(max(1, (os.cpu_count() or 1) // n))
-    print(f'Training in {n} processes ({threads} thread(s) each)', flush=True)
-    procs = [subprocess.Popen(argv, env={**os.environ, 'WORLD_SIZE': str(n), 'RANK': str(r), 'LOCAL_RANK': str(r),
-                                         'LOCAL_WORLD_SIZE': str(n), 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
-                                         'OMP_NUM_THREADS': threads}) for r in range(n)]
-    try:
-        while any(p.poll() is None for p in procs):
-            if any(p.returncode for p in procs): break  # one failed: stop the others rather than let them wait forever
-            time.sleep(0.5)
-    finally:
-        for p in procs:
-            if p.poll() is None: p.terminate()
-        for p in procs: p.wait()
-    if bad := [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]:
-        raise ImgclfError('training process(es) failed: ' + ', '.join(f'{r} (status {c})' for r, c in bad))
-    return json.loads((out/'run.json').read_text())
+@_command('demo', 'the whole pipeline on the built-in flower photos')
+def _demo_options(s):
+    _train_options(s)
+    s.add_argument('--out', help='output folder (default: IMGCLF_HOME/demo)')
+    s.set_defaults(func=cmd_demo)
 
+# %% ../nbs/08_cli.ipynb #44505032
 def cmd_train(args):
     "Train on a folder of class folders"
+    from imgclf.train import launch_processes
     out = Path(args.out or Path(args.data).expanduser().absolute().with_name(Path(args.data).name + '-model'))
     if args.processes < 1: raise ImgclfError(f'--processes must be 1 or more, got {args.processes}')
     if args.processes > 1 and args.recipe == 'linear':
         raise ImgclfError('--processes is for --recipe fine_tune: the linear recipe computes each picture once, in one process')
     if args.processes > 1 and int(os.environ.get('WORLD_SIZE', 1)) <= 1:
         need('accelerate', 'distributed', 'imgclf train --processes')  # said once, here, not by every process
-        return _launch(args, out)
-    return _train_and_export(Path(args.data), out, args.arch, args.recipe, args.epochs, args.size, args.lr, args.bs,
-                             args.valid_pct, args.seed, quiet=args.quiet)
+        launch_processes([sys.executable, '-c', 'import sys; from imgclf.cli import main; sys.exit(main())', *args.argv, '--out', str(out)],
+                         args.processes)
+        return json.loads((out/'run.json').read_text())
+    return _train_and_export(Path(args.data), out, args)
+
+@_command('train', 'train on a folder with one sub-folder of images per class')
+def _train_command_options(s):
+    from imgclf.train import train_classifier as tc
+    s.add_argument('data', help='dataset folder')
+    _train_options(s)
+    _from(tc, s, 'bs', help='batch size (per process with --processes)')
+    _from(tc, s, 'valid_pct', help='fraction held out for validation')
+    s.add_argument('--out', help='output folder for model.safetensors and the report (default: DATA-model beside DATA)')
+    s.add_argument('--processes', type=int, default=1, help='train data-parallel in this many processes: one per GPU, '
+                   'or CPU processes (gloo); the batch size is per process (default %(default)s)')
+    s.set_defaults(func=cmd_train)
+
+# %% ../nbs/08_cli.ipynb #055e0d54
+_PICKLE_HELP = 'also read a fastai pickle (.pkl): loading one runs code from the file, so only for files you trust'
 
 def cmd_export(args):
     "Check a model file loads, then copy it atomically; a fastai pickle (with --allow-pickle) is written in the safe format"
@@ -147,32 +211,76 @@ def cmd_export(args):
     print(f'{dest}: classes {", ".join(clf.classes)} ({clf.format} file in, safetensors out)')
     return dest
 
+@_command('export', 'check a model file and copy it safely (a pickle: write it in the safe format)')
+def _export_options(s):
+    s.add_argument('model'); s.add_argument('dest', help='file or folder to write to (.safetensors)')
+    s.add_argument('--allow-pickle', action='store_true', help=_PICKLE_HELP)
+    s.set_defaults(func=cmd_export)
+
 def cmd_predict(args):
-    "Classify an image or a folder"
+    "Classify an image or a folder; the exit status is 1 when some files could not be read"
     from imgclf.export import load_classifier, predict_folder
-    df = predict_folder(load_classifier(args.model, allow_pickle=args.allow_pickle), Path(args.path))
+    clf = load_classifier(args.model, allow_pickle=args.allow_pickle)
+    with _progress(): df = predict_folder(clf, Path(args.path), progress=not args.quiet)
+    bad = df[df.error != '']
+    args.status = int(len(bad) > 0)
     if args.csv:
         with atomic_path(Path(args.csv)) as t: df.to_csv(t, index=False)
-        print(f'wrote {len(df)} rows to {args.csv}')
+    if args.json:
+        rows = df[['file', 'label', 'probability', 'error']].fillna({'label': ''}).astype(object)
+        _print_json(dict(images=len(df), failed=len(bad), labels=df.label[df.error == ''].value_counts().to_dict(), csv=args.csv,
+                         predictions=rows.where(rows.notna(), None).to_dict('records')))  # an unreadable file: label '', probability null
+    elif args.csv: print(f'wrote {len(df)} rows to {args.csv}')
     else:
         import pandas as pd
         with pd.option_context('display.max_rows', 200, 'display.width', 200, 'display.max_colwidth', 60):
             print(df.to_string(index=False))
-    bad = (df.error != '').sum()
-    if bad: print(f'{bad} file(s) could not be read; see the error column', file=sys.stderr)
+    if len(bad): print(f'{len(bad)} file(s) could not be read; see the error column', file=sys.stderr)
     return df
 
+@_command('predict', 'classify an image or every image in a folder')
+def _predict_options(s):
+    s.add_argument('model'); s.add_argument('path', help='an image or a folder of images')
+    s.add_argument('--csv', help='write the table to this CSV file instead of printing it')
+    s.add_argument('--json', action='store_true', help='print a JSON summary (counts, failures, every prediction) instead of the table')
+    s.add_argument('--allow-pickle', action='store_true', help=_PICKLE_HELP)
+    s.add_argument('--quiet', action='store_true', help='no progress bar')
+    s.set_defaults(func=cmd_predict)
+
+# %% ../nbs/08_cli.ipynb #fc4f2b7c
+def _bind_port(host:str, # the address to listen on
+               port:int, # the port; 0: one the system chooses
+              ) -> socket.socket:
+    "A socket bound to `host:port` that keeps the port for the server started next (it binds the same port, with SO_REUSEADDR)"
+    s = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a listening socket still refuses it: a port in use is found
+    try: s.bind((host, port))
+    except OSError as e:
+        s.close()
+        raise ImgclfError(f'Cannot listen on {host}:{port}: ' + ('another program is using that port; choose another --port, '
+                          'or --port 0 for any free one' if e.errno == errno.EADDRINUSE else str(e.strerror or e))) from None
+    return s
+
+# %% ../nbs/08_cli.ipynb #be92a541
 def cmd_serve(args):
     "Serve a model as a web service (JSON API and upload page)"
-    for m in ['starlette', 'uvicorn', 'multipart']: need(m, 'serve', 'imgclf serve')
     from imgclf.serve import serve
-    if args.model: model = Path(args.model).expanduser()
-    else:
-        from imgclf.export import demo_model  # trains it the first time, with fastai: a served model file needs neither
-        model = demo_model()
-    serve(model, args.host, args.port, args.max_mb)
+    from imgclf.modelfile import find_model
+    model = find_model(args.model)
+    with _bind_port(args.host, args.port) as s:  # serve prints the address with the port it really has
+        serve(model, args.host, s.getsockname()[1], args.max_mb)
 
-# %% ../nbs/08_cli.ipynb #be8e8470
+@_command('serve', 'serve a model as a web service: POST /predict, GET /health, an upload page at /')
+def _serve_options(s):
+    for m in ['starlette', 'uvicorn', 'multipart']: need(m, 'serve', 'imgclf serve')  # before imgclf.serve, which imports them
+    from imgclf.serve import serve
+    s.add_argument('--model', help='model file (.safetensors; default: $IMGCLF_MODEL, else the model `imgclf demo` wrote, else the demo model)')
+    _from(serve, s, 'host')
+    _from(serve, s, 'port', help='the port to listen on; 0: any free port (printed)')
+    _from(serve, s, 'max_mb', type=float)
+    s.set_defaults(func=cmd_serve)
+
+# %% ../nbs/08_cli.ipynb #8713a467
 def app_notebook() -> Path:
     "The app notebook: the copy installed with the package (`imgclf/app.ipynb`), else `nbs/07_app.ipynb` of a checkout"
     pkg = Path(imgclf.__file__).resolve().parent
@@ -180,19 +288,7 @@ def app_notebook() -> Path:
         if nb.is_file(): return nb
     raise ImgclfError(f'The app notebook is missing from {pkg}: reinstall imgclf')
 
-def free_port(port:int, # the port asked for
-              host:str='127.0.0.1', # the address to listen on
-              tries:int=100, # how many ports after `port` to try
-             ) -> int:
-    "`port` if it is free on `host`, else the next free one after it"
-    import socket
-    for p in range(port, port + tries):
-        with socket.socket() as s:
-            try: s.bind((host, p)); return p
-            except OSError: continue
-    raise ImgclfError(f'No free port on {host} between {port} and {port + tries - 1}')
-
-def voila_command(port:int=8866, # the port to serve on (it must be free: see `free_port`)
+def voila_command(port:int=8866, # the port to serve on (it must be free)
                   host:str='127.0.0.1', # the address to listen on (0.0.0.0: every network interface)
                   browser:bool=True, # open a browser tab
                   pool_size:int=1, # kernels kept running the notebook ahead of visitors
@@ -211,36 +307,45 @@ def voila_command(port:int=8866, # the port to serve on (it must be free: see `f
     if not browser: cmd.append('--no-browser')
     return cmd
 
+# %% ../nbs/08_cli.ipynb #595ab1ed
 def cmd_app(args):
     "Serve the app notebook with Voila"
     for m in ['voila', 'jupyter_server']: need(m, 'app', 'imgclf app')
     from imgclf.app import MAX_UPLOAD
-    model = args.model or os.environ.get('IMGCLF_MODEL')
-    if model: model = Path(model).expanduser().absolute()  # a relative path starts where the command runs
-    elif (imgclf_home()/'demo'/'model.safetensors').is_file(): model = imgclf_home()/'demo'/'model.safetensors'  # `imgclf demo`'s
-    else:
-        from imgclf.export import demo_model
-        model = demo_model()  # no `imgclf demo` yet: the demo model, trained now
-    if not model.is_file(): raise ImgclfError(f'Model file not found: {model}')
-    # the model is loaded once, by the preheated kernel: a file that is not a model is reported in this terminal
-    port = free_port(args.port, args.host)
-    busy = f' (port {args.port} is busy)' if port != args.port else ''
-    print(f'Serving the app with {model} at http://{args.host}:{port}/{busy}  (Ctrl-C to stop)', flush=True)
+    from imgclf.modelfile import find_model
+    model = find_model(args.model)  # the model is loaded once, by the preheated kernel: a file that is not a model is reported in this terminal
+    s = _bind_port(args.host, args.port)
+    os.set_inheritable(s.fileno(), True)  # kept through `execve` until Voila has bound the same port
+    port = s.getsockname()[1]
+    print(f'Serving the app with {model} at http://{args.host}:{port}/  (Ctrl-C to stop)', flush=True)
     env = {**os.environ, 'IMGCLF_MODEL': str(model), 'IMGCLF_MAX_UPLOAD': str(MAX_UPLOAD)}
     cmd = voila_command(port, args.host, not args.no_browser, args.pool_size, args.cull_after)
     os.execve(cmd[0], cmd, env)  # become the voila server: stopping this process stops the server
 
+@_command('app', 'serve the classifier app with Voila')
+def _app_options(s):
+    s.add_argument('--model', help='model file (default: $IMGCLF_MODEL, else the model `imgclf demo` wrote, else the demo model)')
+    _from(voila_command, s, 'port', help='port (0: any free port, printed)')
+    _from(voila_command, s, 'host', help='address to listen on (0.0.0.0 for every interface)')
+    _from(voila_command, s, 'pool_size', help='kernels kept ready with the model loaded')
+    _from(voila_command, s, 'cull_after', help='seconds before an idle kernel with no page is stopped')
+    s.add_argument('--no-browser', action='store_true', help='do not open a browser')
+    s.set_defaults(func=cmd_app)
+
+# %% ../nbs/08_cli.ipynb #98902b4d
 def cmd_gather(args):
-    "Build a dataset folder from web search, URL files or folders"
+    "Build a dataset folder from web search, URL files or folders; 1 if no picture was gathered"
     from imgclf.gather import gather
     classes = {}
     for spec in args.classes:
         if '=' not in spec: raise ImgclfError(f'--class expects NAME=SOURCE, got {spec!r}')
         name, src = spec.split('=', 1)
         classes.setdefault(name.strip(), []).append(src.strip())  # a class given twice gathers from both sources
-    rep = gather(Path(args.dest), classes, max_images=args.max_images, shrink=args.shrink, workers=args.workers,
-                 progress=not args.quiet)
-    print(rep)
+    with _progress():
+        rep = gather(Path(args.dest), classes, max_images=args.max_images, shrink=args.shrink, workers=args.workers, progress=not args.quiet)
+    if args.json: _print_json(dict(path=rep.path, manifest=rep.manifest, kept=len(rep.kept), fetched=rep.fetched, counts=rep.counts(),
+                                   errors=[dict(zip(('class', 'message'), e)) for e in rep.errors], unknown=len(rep.unknown)))
+    else: print(rep)
     if not rep.kept:
         print(f'imgclf gather: no pictures were gathered into {rep.path}' + (' (every search failed)' if rep.errors else ''),
               file=sys.stderr)
@@ -249,41 +354,70 @@ def cmd_gather(args):
         print(f'imgclf gather: no pictures kept for {", ".join(map(repr, empty))}; see the reasons in {rep.manifest}', file=sys.stderr)
     return rep
 
-# %% ../nbs/08_cli.ipynb #3dda89c6
+@_command('gather', 'build a dataset folder from the web, URL files or folders')
+def _gather_options(s):
+    from imgclf.gather import gather
+    s.add_argument('dest', help='dataset folder to create or extend')
+    s.add_argument('--class', dest='classes', action='append', required=True, metavar='NAME=SOURCE',
+                   help='a class and where its images come from: a search term (ddg:TERM or commons:TERM to be explicit, e.g. '
+                        'for a term with a /), a file of URLs, or a folder; repeat per class, or per source')
+    _from(gather, s, 'max_images', help='images per class')
+    _from(gather, s, 'shrink', type=int, help='shrink so the longest side is at most this; 0 keeps the size')
+    _from(gather, s, 'workers')
+    s.add_argument('--json', action='store_true', help='print the report as JSON')
+    s.add_argument('--quiet', action='store_true', help='no progress bar')
+    s.set_defaults(func=cmd_gather)
+
+# %% ../nbs/08_cli.ipynb #280c4f67
+def _suspect_words():
+    "How the summary line of `imgclf clean` names each kind of suspect"
+    from imgclf.rank import Kind
+    return {Kind.mislabelled: 'likely mislabelled', Kind.outlier: 'not any class', Kind.too_few: 'too few to judge',
+            Kind.duplicate: 'duplicate', Kind.two_classes: 'in two classes', Kind.unreadable: 'unreadable'}
+
+def _apply_table(data:Path, args):
+    "Apply the action column of the CSV `args.apply` to `data`; the log, or None when the table has no actions"
+    from imgclf.cleaner import Choices
+    ch = Choices(data, autosave=False).load(args.apply)
+    if not ch.marks:
+        if args.json: _print_json(dict(applied=0, log=None))
+        else: print(f'{args.apply}: no actions (fill the action column with delete or a class name)')
+        return None
+    what = ch.tally()
+    log = ch.apply(create_classes=args.create_classes)
+    if args.json: _print_json(dict(applied=len(ch.marks), summary=what, log=log))
+    else: print(f'{what}: done. The log is {log}\nTo put everything back:  imgclf undo {data}')
+    return log
+
+# %% ../nbs/08_cli.ipynb #9a1d6c88
 def cmd_clean(args):
     "Rank a dataset's pictures, most suspect first, into a CSV; or apply the actions of such a CSV"
-    from imgclf.cleaner import Choices, sure_suggestions
+    import pandas as pd
+    from imgclf.cleaner import sure_suggestions, merge_predictions
     data = Path(args.data).expanduser()
     if not data.is_dir(): raise ImgclfError(f'Dataset folder not found: {data}')
     if args.accept_sure is not None and not 0 < args.accept_sure <= 1:
         raise ImgclfError(f'--accept-sure takes a probability between 0 and 1, not {args.accept_sure}')
-    if args.apply:
-        ch = Choices(data, autosave=False).load(args.apply)
-        if not ch.marks: print(f'{args.apply}: no actions (fill the action column with delete or a class name)'); return None
-        what = ch.tally()
-        log = ch.apply(create_classes=args.create_classes)
-        print(f'{what}: done. The log is {log}\nTo put everything back:  imgclf undo {data}')
-        return log
+    if args.apply: return _apply_table(data, args)
     if args.model:  # a wrong model path or file is said before minutes of ranking, not after
         from imgclf.export import load_classifier, predict_folder
-        learn = load_classifier(args.model)
-    from imgclf.rank import rank_suspects
-    ranked = rank_suspects(data, progress=not args.quiet)
-    if args.model:  # an unreadable picture keeps its model columns empty
-        got = predict_folder(learn, data, progress=not args.quiet)
-        got.index = [Path(f).relative_to(data).as_posix() for f in got.file]
-        ranked['model_label'] = ranked.file.map(got.label).fillna('')
-        ranked['model_probability'] = ranked.file.map(got.probability)
+        clf = load_classifier(args.model)
+    from imgclf.rank import rank_suspects, Kind
+    with _progress():
+        ranked = rank_suspects(data, progress=not args.quiet)
+        if args.model: ranked = merge_predictions(ranked, predict_folder(clf, data, progress=not args.quiet), data)  # empty for an unreadable picture
     ranked.insert(5, 'action', '')
+    sure = pd.Series(False, index=ranked.index)
     if args.accept_sure is not None:  # the confident suggestions filled in; the rest stays for you to decide
         sure = sure_suggestions(ranked, args.accept_sure)
         ranked.loc[sure, 'action'] = ranked.suggested[sure]
     out = Path(args.out or data.absolute().with_name(data.name + '-suspects.csv'))
     with atomic_path(out) as t: ranked.drop(columns=['phash']).to_csv(t, index=False)
-    kinds = ranked.reason.str.extract(r'^([a-z ]+)')[0].fillna('').str.strip()
-    counts = {k: int(v) for k, v in kinds[kinds != ''].value_counts().items()}
-    print(f'{len(ranked)} pictures ranked; suspects: ' + (', '.join(f'{v} {k}' for k, v in counts.items()) or 'none'))
-    import pandas as pd
+    counts = {k: int(v) for k, v in ranked.kind[ranked.kind != Kind.none].value_counts().items()}
+    if args.json:
+        _print_json(dict(pictures=len(ranked), suspects=counts, filled=int(sure.sum()), csv=out))
+        return ranked
+    print(f'{len(ranked)} pictures ranked; suspects: ' + (', '.join(f'{v} {_suspect_words()[k]}' for k, v in counts.items()) or 'none'))
     if args.show > 0:
         with pd.option_context('display.width', 200, 'display.max_colwidth', 70):
             print(ranked.head(args.show)[['file', 'label', 'suggested', 'score', 'reason']].to_string(index=False))
@@ -293,84 +427,9 @@ def cmd_clean(args):
     print(f'\nwrote {out}\nFill its action column (delete, or a class name), then:  imgclf clean {data} --apply {out}')
     return ranked
 
-def cmd_undo(args):
-    "Put back every file of the last `imgclf clean --apply` (or cleaner Apply) on a dataset"
-    from imgclf.changes import dataset_changes, undo_changes
-    data = Path(args.data).expanduser()
-    if not data.is_dir(): raise ImgclfError(f'Dataset folder not found: {data}')
-    logs = [l for l, cs, undos in dataset_changes(data).sessions if cs and not undos]
-    if not logs: raise ImgclfError(f'Nothing to undo in {data}: no applied changes that are not undone yet')
-    state = undo_changes(logs[-1])
-    print(f'Undone: {logs[-1]}'); print(state)
-    return state
-
-# %% ../nbs/08_cli.ipynb #9922919d
-def parser() -> argparse.ArgumentParser:
-    "The `imgclf` argument parser"
+@_command('clean', 'rank the pictures most likely to be wrong into a CSV, or apply its actions')
+def _clean_options(s):
     from imgclf.changes import SURE  # not imgclf.cleaner, which needs pandas: `imgclf serve` runs without it
-    p = argparse.ArgumentParser(prog='imgclf', description='Build your own image classifier from web images.')
-    p.add_argument('--version', action='version', version=f'imgclf {imgclf.__version__}')
-    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    def train_opts(s):
-        s.add_argument('--arch', default='efficientnet_lite0', help='backbone: efficientnet_lite0 (offline), resnet18, resnet34, or any timm model name '
-                       '(e.g. convnext_tiny, hf-hub:ORG/NAME; weights downloaded once, then cached)')
-        s.add_argument('--recipe', default='linear', choices=list(RECIPE_SIZES), help='linear: a linear layer on the network\'s frozen features, '
-                       'in seconds; fine_tune: fastai\'s fine_tune of the whole network (default %(default)s)')
-        s.add_argument('--epochs', type=int, default=None, help='fine_tune: epochs after unfreezing (default: from the dataset, '
-                       'enough for 80 optimiser steps, 3 to 10)')
-        s.add_argument('--size', type=int, default=None, help='image size in pixels (default: ' +
-                       ', '.join(f'{v} for {k}' for k, v in RECIPE_SIZES.items()) + ')')
-        s.add_argument('--lr', type=float, default=None, help='fine_tune: learning rate (default: learning rate finder)')
-        s.add_argument('--seed', type=int, default=42, help='random seed (default %(default)s)')
-        s.add_argument('--quiet', action='store_true', help='no progress bars')
-    s = sub.add_parser('demo', help='the whole pipeline on the built-in flower photos')
-    train_opts(s)
-    s.add_argument('--out', help='output folder (default: IMGCLF_HOME/demo)')
-    s.set_defaults(func=cmd_demo)
-    s = sub.add_parser('train', help='train on a folder with one sub-folder of images per class')
-    s.add_argument('data', help='dataset folder')
-    train_opts(s)
-    s.add_argument('--bs', type=int, default=32, help='batch size (default %(default)s)')
-    s.add_argument('--valid-pct', type=float, default=0.2, help='fraction held out for validation (default %(default)s)')
-    s.add_argument('--out', help='output folder for model.safetensors and the report (default: DATA-model beside DATA)')
-    s.add_argument('--processes', type=int, default=1, help='train data-parallel in this many processes: one per GPU, '
-                   'or CPU processes (gloo); the batch size is per process (default %(default)s)')
-    s.set_defaults(func=cmd_train)
-    pickle_help = 'also read a fastai pickle (.pkl): loading one runs code from the file, so only for files you trust'
-    s = sub.add_parser('export', help='check a model file and copy it safely (a pickle: write it in the safe format)')
-    s.add_argument('model'); s.add_argument('dest', help='file or folder to write to (.safetensors)')
-    s.add_argument('--allow-pickle', action='store_true', help=pickle_help)
-    s.set_defaults(func=cmd_export)
-    s = sub.add_parser('predict', help='classify an image or every image in a folder')
-    s.add_argument('model'); s.add_argument('path', help='an image or a folder of images')
-    s.add_argument('--csv', help='write the table to this CSV file instead of printing it')
-    s.add_argument('--allow-pickle', action='store_true', help=pickle_help)
-    s.set_defaults(func=cmd_predict)
-    s = sub.add_parser('serve', help='serve a model as a web service: POST /predict, GET /health, an upload page at /')
-    s.add_argument('--model', help='model file (.safetensors; default: the demo model, trained if missing)')
-    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default %(default)s; 0.0.0.0 in a container)')
-    s.add_argument('--port', type=int, default=8000, help='port (default %(default)s)')
-    s.add_argument('--max-mb', type=float, default=25, help='largest upload accepted, in MiB (default %(default)s)')
-    s.set_defaults(func=cmd_serve)
-    s = sub.add_parser('app', help='serve the classifier app with Voila')
-    s.add_argument('--model', help='model file (default: $IMGCLF_MODEL, else the model `imgclf demo` wrote, else the demo model)')
-    s.add_argument('--port', type=int, default=8866, help='port (default %(default)s; the next free one if taken)')
-    s.add_argument('--host', default='127.0.0.1', help='address to listen on (default %(default)s; 0.0.0.0 for every interface)')
-    s.add_argument('--pool-size', type=int, default=1, help='kernels kept ready with the model loaded (default %(default)s)')
-    s.add_argument('--cull-after', type=int, default=180, help='seconds before an idle kernel with no page is stopped (default %(default)s)')
-    s.add_argument('--no-browser', action='store_true', help='do not open a browser')
-    s.set_defaults(func=cmd_app)
-    s = sub.add_parser('gather', help='build a dataset folder from the web, URL files or folders')
-    s.add_argument('dest', help='dataset folder to create or extend')
-    s.add_argument('--class', dest='classes', action='append', required=True, metavar='NAME=SOURCE',
-                   help='a class and where its images come from: a search term (ddg:TERM or commons:TERM to be explicit, e.g. '
-                        'for a term with a /), a file of URLs, or a folder; repeat per class, or per source')
-    s.add_argument('--max-images', type=int, default=100, help='images per class (default %(default)s)')
-    s.add_argument('--shrink', type=int, default=400, help='shrink so the longest side is at most this; 0 keeps the size (default %(default)s)')
-    s.add_argument('--workers', type=int, default=32, help='downloads at the same time (default %(default)s)')
-    s.add_argument('--quiet', action='store_true', help='no progress bar')
-    s.set_defaults(func=cmd_gather)
-    s = sub.add_parser('clean', help='rank the pictures most likely to be wrong into a CSV, or apply its actions')
     s.add_argument('data', help='dataset folder')
     s.add_argument('--out', help='CSV to write (default: DATA-suspects.csv beside DATA)')
     s.add_argument('--model', help='a model file: add its own prediction of each picture to the CSV')
@@ -379,30 +438,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--accept-sure', nargs='?', type=float, const=SURE, metavar='P',
                    help=f'fill the action column with the suggested class where the models give it at least P (default {SURE}); look, then --apply')
     s.add_argument('--show', type=int, default=10, help='suspects to print (default %(default)s)')
+    s.add_argument('--json', action='store_true', help='print a JSON summary instead (counts of suspects by kind, the CSV; with --apply: the log)')
     s.add_argument('--quiet', action='store_true', help='no progress bar')
     s.set_defaults(func=cmd_clean)
-    s = sub.add_parser('undo', help='put back every file of the last clean --apply')
+
+# %% ../nbs/08_cli.ipynb #320d4ff7
+def cmd_undo(args):
+    "Put back every file of the last `imgclf clean --apply` (or cleaner Apply) on a dataset"
+    from imgclf.changes import last_undoable, undo_changes
+    data = Path(args.data).expanduser()
+    if not data.is_dir(): raise ImgclfError(f'Dataset folder not found: {data}')
+    log = last_undoable(data)
+    if log is None: raise ImgclfError(f'Nothing to undo in {data}: no applied changes that are not undone yet')
+    state = undo_changes(log)
+    print(f'Undone: {log}'); print(state)
+    return state
+
+@_command('undo', 'put back every file of the last clean --apply')
+def _undo_options(s):
     s.add_argument('data', help='dataset folder')
     s.set_defaults(func=cmd_undo)
-    return p
-
-def run(argv:list[str]|None=None):
-    "Run an `imgclf` command line and return its result; `ImgclfError` ends it with one line and status 2"
-    args = parser().parse_args(argv)
-    try:
-        res = args.func(args)
-        sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
-        return res
-    except ImgclfError as e:
-        print(f'imgclf {args.command}: {e}', file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr); sys.exit(130)
-    except BrokenPipeError:  # printing into a pipe whose reader stopped (`imgclf clean DATA | head`): quietly, as other tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the interpreter's final flush does not fail again
-        sys.exit(1)
-
-def main():
-    "Entry point of the `imgclf` console script"
-    res = run()
-    return res if isinstance(res, int) else 0

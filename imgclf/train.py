@@ -18,12 +18,12 @@ from fastai.torch_core import rank_distrib, num_distrib
 from .photos import flower_photos
 from .data import image_dls, presize_for
 from .augment import augment_tfms
-from .model import BUILTIN_TIMM_NAMES, efficientnet_lite0, check_timm_name, from_hub, pretrained_features
+from .model import efficientnet_lite0, check_timm_name, from_hub, pretrained_features
 
 # %% auto #0
 __all__ = ['FASTAI_ARCHS', 'RECIPES', 'KeepBodyBatchNorm', 'make_learner', 'suggest_lr', 'linear_learner', 'features',
-           'fit_linear', 'epochs_for', 'check_recipe', 'train_classifier', 'valid_predictions', 'class_report',
-           'misclassified', 'demo_learner']
+           'fit_linear', 'launch_processes', 'epochs_for', 'check_recipe', 'train_classifier', 'valid_predictions',
+           'class_report', 'misclassified', 'demo_learner']
 
 # %% ../nbs/04_train.ipynb #a2bce5c2
 # `efficientnet_lite0` (in imgclf.model, which training and ranking share) builds the network with its weights
@@ -34,7 +34,6 @@ def _lite0_split(m):
 
 model_meta[efficientnet_lite0] = dict(cut=-2, split=_lite0_split, stats=([0.5]*3, [0.5]*3))
 
-# %% ../nbs/04_train.ipynb #9e10e1d7
 FASTAI_ARCHS = {  # the backbones by short name: what fastai's `vision_learner` builds, and where its weights come from
     'efficientnet_lite0': dict(arch=efficientnet_lite0, offline=True),
     'resnet18': dict(arch=resnet18, offline=False, url=ResNet18_Weights.IMAGENET1K_V1.url),
@@ -206,6 +205,35 @@ def _first_then_others(state, f):
     out = [f() if state.is_main_process else None]
     torch.distributed.broadcast_object_list(out, src=0)
     return out[0]
+
+# %% ../nbs/04_train.ipynb #28ed3488
+def launch_processes(argv:list, # the command line every process runs; each reads its `RANK` and `WORLD_SIZE`
+                     n:int, # how many processes
+                     threads:int|None=None, # CPU threads per process; default `$OMP_NUM_THREADS`, else the cores shared out
+                    ):
+    "Run `argv` in `n` processes, data-parallel as `torchrun` starts them; if one fails, stop the others and raise `ImgclfError` naming it"
+    import socket, subprocess
+    from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
+    if n < 1: raise ImgclfError(f'The number of processes must be 1 or more, got {n}')
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]  # where the first process meets the others
+    threads = threads or os.environ.get('OMP_NUM_THREADS') or max(1, (os.cpu_count() or 1) // n)
+    env = {**os.environ, 'WORLD_SIZE': str(n), 'LOCAL_WORLD_SIZE': str(n), 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port),
+           'OMP_NUM_THREADS': str(threads)}
+    print(f'Training in {n} processes ({threads} thread(s) each)', file=sys.stderr, flush=True)
+    procs = [subprocess.Popen(argv, env={**env, 'RANK': str(r), 'LOCAL_RANK': str(r)}) for r in range(n)]
+    ex, failed = ThreadPoolExecutor(n), []
+    try:
+        pending = {ex.submit(p.wait) for p in procs}
+        while pending and not failed:  # woken by each process that ends
+            _, pending = wait(pending, return_when=FIRST_COMPLETED)
+            failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]
+    finally:  # a failure, or Ctrl-C: no process is left behind
+        for p in procs:
+            if p.poll() is None: p.terminate()
+        for p in procs: p.wait()
+        ex.shutdown()
+    if failed: raise ImgclfError(f'{len(failed)} of {n} training processes failed: ' + ', '.join(f'rank {r} (status {c})' for r, c in failed)
+                                 + ('; the others were stopped' if len(failed) < n else ''))
 
 # %% ../nbs/04_train.ipynb #9779b23e
 def epochs_for(batches:int, # batches in one epoch of the training set

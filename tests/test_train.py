@@ -106,7 +106,7 @@ def test_two_processes_train_like_one(imgclf_home, tmp_path):
                            '--bs', '16', '--out', str(out), '--quiet'], capture_output=True, text=True, timeout=600,
                           env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'Training in 2 processes' in proc.stdout
+    assert 'Training in 2 processes' in proc.stderr and 'Training in' not in proc.stdout  # a progress line
     run = json.loads((out/'run.json').read_text())
     assert run['processes'] == 2 and len(run['vocab']) == 5
     assert (out/'classes.csv').is_file()
