@@ -1,5 +1,5 @@
 "`imgclf.new`: from URL files served on 127.0.0.1 to an exported model, resumed after an interruption, with a planted mistake"
-import csv, json, os, subprocess, sys
+import csv, json, os, signal, subprocess, sys
 from pathlib import Path
 import pytest
 from imgclf.core import ImgclfError
@@ -88,25 +88,44 @@ def test_a_planted_mistake_is_relabelled_or_reported(project, web):
     assert all(m['to'] in CLASSES and m['to'] != m['label'] and m['p'] >= 0.7 for m in rep.relabelled)
 
 
+class CtrlC(dict):
+    "The files of a `LocalWeb` that press Ctrl-C (SIGINT to this process) once, when the `after`th one is served"
+    def __init__(self, files, after:int): super().__init__(files); self.left = after
+    def __getitem__(self, k):
+        self.left -= 1
+        if self.left == 0: os.kill(os.getpid(), signal.SIGINT)
+        return super().__getitem__(k)
+
+
 def test_a_second_run_goes_on_from_the_last_finished_step(web, tmp_path, monkeypatch):
-    "Interrupted while training: the rerun (the command line) does not gather again, trains, and prints the report"
+    "Interrupted while gathering, then while training: each rerun downloads only what is missing; the last (the command line) trains and reports"
     import imgclf.new
     classes = {'daisy': web.urls['daisy'][:PER_CLASS], 'tulip': web.urls['tulip']}
     for c, us in classes.items(): (tmp_path/f'{c}.txt').write_text('\n'.join(us))
-    real = imgclf.new.train_classifier
+    sources = {c: str(tmp_path/f'{c}.txt') for c in classes}
+    real_train = imgclf.new.train_classifier
     def interrupted(*a, **kw): raise KeyboardInterrupt
+    hits = lambda: sum(web.hits[u.removeprefix(web.url)] for us in classes.values() for u in us)
+    web.files = CtrlC(web.files, after=12)  # Ctrl-C while the 12th picture is being served
+    try:
+        with pytest.raises(KeyboardInterrupt): imgclf.new.new_classifier(tmp_path/'p', sources, progress=False)
+    finally: web.files = dict(web.files)
+    first = hits()
+    stored = [r for r in csv.DictReader(open(tmp_path/'p'/'data'/'manifest.csv')) if r['status'] == 'kept']
+    assert 0 < len(stored) < 2*PER_CLASS and json.loads((tmp_path/'p'/'new.json').read_text())['steps'] == {}
     monkeypatch.setattr(imgclf.new, 'train_classifier', interrupted)
-    with pytest.raises(KeyboardInterrupt): imgclf.new.new_classifier(tmp_path/'p', {c: str(tmp_path/f'{c}.txt') for c in classes}, progress=False)
+    with pytest.raises(KeyboardInterrupt): imgclf.new.new_classifier(tmp_path/'p', sources, progress=False)
+    assert hits() - first == 2*PER_CLASS - len(stored)  # the gather was topped up: what was stored is not fetched again
     state = json.loads((tmp_path/'p'/'new.json').read_text())
     assert list(state['steps']) == ['gather'] and state['steps']['gather']['kept'] == 2*PER_CLASS
     assert not (tmp_path/'p'/'model.safetensors').exists()
-    monkeypatch.setattr(imgclf.new, 'train_classifier', real)
-    hits = sum(web.hits.values())
+    monkeypatch.setattr(imgclf.new, 'train_classifier', real_train)
     specs = [a for c in classes for a in ('--class', f'{c}={tmp_path/c}.txt')]  # the same request: the same sources, as strings
+    before = hits()
     proc = subprocess.run([sys.executable, '-m', 'imgclf.new', str(tmp_path/'p'), *specs, '--no-app'],
                           capture_output=True, text=True, timeout=600, env=os.environ)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sum(web.hits.values()) == hits  # nothing downloaded again
+    assert hits() == before  # nothing downloaded again
     assert '(finished earlier: gather)' in proc.stdout and 'validation error: ' in proc.stdout, proc.stdout
     assert 'imgclf new: training (1/3)' in proc.stderr and 'gathering' not in proc.stderr, proc.stderr  # progress on stderr
     state = json.loads((tmp_path/'p'/'new.json').read_text())
