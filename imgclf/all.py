@@ -9,10 +9,11 @@ __all__ = ['ImgclfError', 'IMAGE_EXTS', 'imgclf_home', 'check_class_name', 'chec
            'augment_tfms', 'resize_variants', 'show_resize_variants', 'train_classifier', 'demo_learner',
            'valid_predictions', 'class_report', 'misclassified', 'confusion_table', 'ConfusionExplorer',
            'rank_suspects', 'Cleaner', 'sure_suggestions', 'apply_cleaner', 'apply_changes', 'dataset_changes',
-           'undo_changes', 'Prediction', 'Classifier', 'load_model', 'export_classifier', 'load_classifier',
-           'predict_image', 'predict_images', 'predict_folder', 'demo_model', 'find_model', 'ClassifierApp', 'load_app']
+           'undo_changes', 'Prediction', 'Classifier', 'load_model', 'load_classifier', 'predict_image',
+           'predict_images', 'predict_folder', 'export_classifier', 'demo_model', 'find_model', 'ClassifierApp',
+           'load_app']
 
-# %% ../nbs/lib/30_all.ipynb #802221cb
+# %% ../nbs/lib/30_all.ipynb #98d4ef82
 from .core import (ImgclfError, IMAGE_EXTS, imgclf_home, check_class_name, check_image, image_files,
     DatasetReport, scan_dataset, lfw_faces)
 from .photos import flower_photos, planted_problems, photo_credits
@@ -28,8 +29,8 @@ from .cleaner import Cleaner, sure_suggestions
 from .clean import apply_cleaner
 from .changes import apply_changes, dataset_changes, undo_changes
 from .model import Prediction, Classifier, load_model
-from imgclf.export import (export_classifier, load_classifier, predict_image, predict_images, predict_folder,
-    demo_model)
+from .predict import load_classifier, predict_image, predict_images, predict_folder
+from .export import export_classifier, demo_model
 from .modelfile import find_model
 from .app import ClassifierApp, load_app
 _all_ = ['ImgclfError', 'IMAGE_EXTS', 'imgclf_home', 'check_class_name', 'check_image', 'image_files',
@@ -39,5 +40,5 @@ _all_ = ['ImgclfError', 'IMAGE_EXTS', 'imgclf_home', 'check_class_name', 'check_
            'train_classifier', 'demo_learner', 'valid_predictions', 'class_report', 'misclassified',
            'confusion_table', 'ConfusionExplorer', 'rank_suspects', 'Cleaner', 'sure_suggestions', 'apply_cleaner',
            'apply_changes', 'dataset_changes', 'undo_changes', 'Prediction', 'Classifier', 'load_model',
-           'export_classifier', 'load_classifier', 'predict_image', 'predict_images', 'predict_folder', 'demo_model',
+           'load_classifier', 'predict_image', 'predict_images', 'predict_folder', 'export_classifier', 'demo_model',
            'find_model', 'ClassifierApp', 'load_app']

@@ -144,7 +144,7 @@ def sure_suggestions(ranked:pd.DataFrame, # from `rank_suspects` (or rows of it)
             & (ranked.p_suggested.fillna(0) >= threshold))
 
 def merge_predictions(ranked:pd.DataFrame, # from `rank_suspects`
-                      predictions:pd.DataFrame, # from `imgclf.export.predict_folder` on the same folder
+                      predictions:pd.DataFrame, # from `imgclf.predict.predict_folder` on the same folder
                       path:Path, # the dataset folder, as given to `predict_folder`
                      ) -> pd.DataFrame:
     "`ranked` with what your model calls each picture: `model_label` and `model_probability`, both empty for a picture it could not read"
@@ -158,7 +158,7 @@ def model_columns(ranked:pd.DataFrame, # from `rank_suspects`
                   progress:bool=True, # show a progress bar while predicting
                  ) -> pd.DataFrame:
     "`merge_predictions` of `learn`'s predictions; a `Learner` adds the `split` each picture was in ('train', 'valid' or '')"
-    from imgclf.export import load_classifier, predict_folder
+    from imgclf.predict import load_classifier, predict_folder
     if isinstance(learn, (str, Path)): learn = load_classifier(learn)
     r = merge_predictions(ranked, predict_folder(learn, path, progress=progress), path)
     if getattr(learn, 'dls', None) is None: return r

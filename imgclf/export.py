@@ -4,21 +4,19 @@
 
 # %% ../nbs/06_export.ipynb #c83c5b45
 from __future__ import annotations
-import math, pickle, warnings
+import math
 from pathlib import Path
 import torch, torch.nn as nn
-import numpy as np
-import pandas as pd
-from .core import ImgclfError, atomic_path, imgclf_home, image_files  # before fastai
-from .model import (Prediction, Classifier, load_model, save_model, build_network, describe_timm, is_pickle, FORMAT,
-                    FORMAT_VERSION, BUILTIN_TIMM_NAMES)
-from fastai.vision.all import (Learner, load_learner, PILImage, TensorImage, Resize, RandomResizedCrop, ToTensor,
-                               IntToFloatTensor, Normalize, AffineCoordTfm, AdaptiveConcatPool2d, Flatten)
+from .core import ImgclfError, atomic_path, imgclf_home  # before fastai
+from .model import Classifier, save_model, build_network, describe_timm, FORMAT, FORMAT_VERSION, BUILTIN_TIMM_NAMES
+from fastai.vision.all import (Learner, Resize, RandomResizedCrop, ToTensor, IntToFloatTensor, Normalize, AffineCoordTfm,
+                               AdaptiveConcatPool2d, Flatten)
 from .train import demo_learner
+from .predict import (LearnerClassifier, load_classifier, as_classifier, predict_images, predict_image,  # their home is
+                            predict_folder)  # imgclf.predict; this lesson uses them, and `imgclf.export` keeps offering them
 
 # %% auto #0
-__all__ = ['export_classifier', 'LearnerClassifier', 'load_classifier', 'predict_images', 'predict_image', 'predict_folder',
-           'demo_model']
+__all__ = ['export_classifier', 'demo_model']
 
 # %% ../nbs/06_export.ipynb #7828f092
 def _head_layers(head:nn.Module) -> list[tuple[dict, nn.Module]]:
@@ -152,109 +150,6 @@ def export_classifier(learn:Learner, # a trained learner
     net.load_state_dict(tensors)
     _check_same(learn, Classifier(net, meta))
     return save_model(tensors, meta, dest)
-
-# %% ../nbs/06_export.ipynb #825d040c
-class LearnerClassifier:
-    "A fastai learner (from a pickle, or in memory) with the methods of `imgclf.model.Classifier`"
-    format, draft = 'pickle', None
-    def __init__(self, learn:Learner, name:str='classifier'):
-        self.learn, self.name = learn, name
-        self.classes = [str(c) for c in learn.dls.vocab]
-        sizes = [t.size for t in learn.dls.after_item.fs if hasattr(t, 'size')]
-        self.size = int(max(sizes[-1])) if sizes else 224
-    def __repr__(self): return f'fastai learner {self.name!r}: {", ".join(self.classes)}'
-    def tensor(self, images:list) -> torch.Tensor: return _batch(self.learn, [PILImage(im) for im in images])
-    def probs(self, images:list) -> np.ndarray:
-        if not images: return np.zeros((0, len(self.classes)), np.float32)
-        model = self.learn.model.eval()
-        x = self.tensor(images).to(next(model.parameters()).device)
-        with torch.inference_mode(): return torch.softmax(model(x).float(), dim=1).cpu().numpy()
-    open, prediction, predict = Classifier.open, Classifier.prediction, Classifier.predict
-
-def _batch(learn:Learner, imgs:list) -> torch.Tensor:
-    "Apply the learner's validation item and batch transforms to PIL images"
-    dl = learn.dls.valid
-    saved = dl.after_item.split_idx, dl.after_batch.split_idx
-    dl.after_item.split_idx = dl.after_batch.split_idx = 1  # validation: no random crops, flips or lighting
-    try:
-        xs = [dl.after_item((img,))[0] for img in imgs]
-        return dl.after_batch((TensorImage(torch.stack(xs)),))[0]
-    finally: dl.after_item.split_idx, dl.after_batch.split_idx = saved
-
-# %% ../nbs/06_export.ipynb #7bb196b3
-def _is_pickle(path:Path) -> bool:
-    with open(path, 'rb') as f: return is_pickle(f.read(9))
-
-def load_classifier(path:Path, # a `.safetensors` file from `export_classifier`, or a fastai pickle
-                    allow_pickle:bool=False, # also load pickles: they run code when loaded, so only files you trust
-                    cpu:bool=True, # a pickle onto the CPU (set False to use a GPU when there is one)
-                   ) -> Classifier|LearnerClassifier:
-    "Load a model file for prediction; its `format` says which kind it was; `ImgclfError` naming the file if it cannot be"
-    path = Path(path).expanduser()
-    if not path.is_file(): raise ImgclfError(f'Model file not found: {path}')
-    if not _is_pickle(path): return load_model(path)
-    if not allow_pickle:
-        raise ImgclfError(f'{path} is a pickle (a fastai export): loading it runs code from the file. If you trust it, '
-                          'load it with allow_pickle=True (`imgclf export --allow-pickle` turns it into a safe .safetensors file)')
-    try:
-        with warnings.catch_warnings():  # the pickle warning: the caller asked for a pickle, knowing
-            warnings.filterwarnings('ignore', message='load_learner. uses Python', category=UserWarning)
-            learn = load_learner(path, cpu=cpu)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, ModuleNotFoundError, ValueError, KeyError) as e:
-        raise ImgclfError(f'{path} is not a model exported by imgclf or fastai ({type(e).__name__}: {str(e)[:200]})') from None
-    if not hasattr(learn, 'dls') or not hasattr(learn.dls, 'vocab'):
-        raise ImgclfError(f'{path} holds a fastai learner without class names; export a classifier trained on images')
-    return LearnerClassifier(learn, path.stem)
-
-# %% ../nbs/06_export.ipynb #11ada17f
-def as_classifier(model) -> Classifier|LearnerClassifier:
-    "`model` as something with `probs` and `predict`: a loaded classifier as it is, a fastai `Learner` wrapped"
-    return LearnerClassifier(model) if isinstance(model, Learner) else model
-
-# %% ../nbs/06_export.ipynb #c2a2d9ee
-def predict_images(model, # a loaded classifier, or a fastai `Learner`
-                   imgs:list, # file paths, bytes or PIL images
-                   names:list|None=None, # what to call each image in error messages
-                  ) -> list[Prediction]:
-    "Predictions for a list of images in one batch"
-    clf = as_classifier(model)
-    pils = [clf.open(im, n) for im, n in zip(imgs, names or [None]*len(imgs))]
-    return [clf.prediction(p) for p in clf.probs(pils)]
-
-def predict_image(model, # a loaded classifier, or a fastai `Learner`
-                  img, # a file path, bytes, or a PIL image
-                  name:str='image', # how to call the image in error messages
-                 ) -> Prediction:
-    "The predicted class of one image and the probability of every class"
-    return predict_images(model, [img], [str(img) if isinstance(img, (str, Path)) else name])[0]
-
-# %% ../nbs/06_export.ipynb #930fcf2d
-def predict_folder(model, # a loaded classifier, or a fastai `Learner`
-                   path:Path, # an image file or a folder of images
-                   bs:int=64, # images per batch
-                   progress:bool=False, # show a progress bar over the batches
-                  ) -> pd.DataFrame:
-    "Classify an image or every image under a folder: one row per file, with an `error` column for bad ones"
-    clf = as_classifier(model)
-    path = Path(path).expanduser()
-    if not path.exists(): raise ImgclfError(f'Not found: {path}')
-    files = [path] if path.is_file() else image_files(path)
-    if not files: raise ImgclfError(f'No images found in {path}')
-    rows, batches = [], range(0, len(files), bs)
-    if progress:
-        from fastprogress.fastprogress import progress_bar
-        batches = progress_bar(batches, leave=False)
-    for i in batches:
-        good, pils = [], []
-        for f in files[i:i+bs]:
-            try: pils.append(clf.open(f)); good.append(f)
-            except ImgclfError as e: rows.append(dict(file=str(f), error=str(e).removeprefix(f'{f}: ')))
-        for f, p in zip(good, clf.probs(pils)):
-            p = clf.prediction(p)
-            rows.append(dict(file=str(f), label=p.label, probability=round(p.probability, 4),
-                             **{c: round(p.probs[c], 4) for c in clf.classes}, error=''))
-    cols = ['file', 'label', 'probability', *clf.classes, 'error']
-    return pd.DataFrame(rows, columns=cols).sort_values('file', ignore_index=True).fillna({'error': ''})
 
 # %% ../nbs/06_export.ipynb #cfdf260e
 def demo_model(dest:Path|None=None, # where to write it; default `imgclf_home()/'models'/'flowers.safetensors'`
