@@ -194,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument('--max-images', type=int, default=d['max_images'].default, help='pictures per class (default %(default)s)')
     ap.add_argument('--sure', type=float, default=SURE, help='accept a cleaning suggestion the models give at least this (default %(default)s)')
     ap.add_argument('--no-app', action='store_true', help='do not open the app at the end')
+    ap.add_argument('--port', type=int, help="the app's port (0: any free port, printed; default: imgclf app's)")
+    ap.add_argument('--no-browser', action='store_true', help='open the app without opening a browser')
     ap.add_argument('--quiet', action='store_true', help='no progress')
     return ap
 
@@ -206,7 +208,8 @@ def main(argv=None) -> int:
         print(f'\nimgclf new: interrupted; run the same command again to go on from the last finished step', file=sys.stderr); return 130
     print(rep, flush=True)
     if not args.no_app:  # become `imgclf app` on the new model
-        os.execv(sys.executable, [sys.executable, '-c', 'import sys; from imgclf.cli import main; sys.exit(main())', 'app', '--model', str(rep.model)])
+        app = ['app', '--model', str(rep.model)] + (['--port', str(args.port)] if args.port is not None else []) + ['--no-browser'] * args.no_browser
+        os.execv(sys.executable, [sys.executable, '-c', 'import sys; from imgclf.cli import main; sys.exit(main())', *app])
     return 0
 
 if __name__ == '__main__' and Path(sys.argv[0]).name == 'new.py': sys.exit(main())  # `python -m imgclf.new`, not a notebook

@@ -71,6 +71,19 @@ def test_new_goes_from_url_files_to_a_model_and_reports(project, web):
     assert f'daisy {PER_CLASS + 1} kept of {PER_CLASS + 1}' in text and 'validation error: ' in text and str(rep.model) in text
 
 
+def test_the_command_opens_the_app_on_the_new_model(project, web):
+    "On a finished project every step is skipped; then the command becomes `imgclf app` on the project's model"
+    from conftest import start_and_read_port, stop
+    rep, path, _ = project
+    specs = [a for c in CLASSES for a in ('--class', f'{c}={path.parent/"urls"/c}.txt')]
+    proc, port = start_and_read_port([sys.executable, '-m', 'imgclf.new', str(path), *specs, '--port', '0', '--no-browser', '--quiet'],
+                                     env=os.environ)
+    try:
+        out = ''.join(proc.lines)
+        assert '(finished earlier: gather, train, clean, retrain)' in out and f'Serving the app with {rep.model} at http://' in out, out
+    finally: stop(proc)
+
+
 def test_a_planted_mistake_is_relabelled_or_reported(project, web):
     "The sunflower photo in the daisy list ends up in sunflower (moved, logged, undoable) or is listed as a suspect"
     rep, path, _ = project
