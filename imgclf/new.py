@@ -94,7 +94,7 @@ def _train_step(p:Project) -> dict:
     return dict(error_rate=round(float((preds.actual != preds.predicted).mean()), 4), valid_images=len(preds),
                 classes=[str(c) for c in learn.dls.vocab], model=str(p.model))
 
-# %% ../nbs/lib/23_new.ipynb #51ba1323
+# %% ../nbs/lib/23_new.ipynb #e1ce1dc2
 def _clean_step(p:Project, sure:float=SURE) -> dict:
     "Rank the pictures, apply the sure relabels as logged, reversible changes; what changed and what is left to look at"
     ranked = rank_suspects(p.data, progress=False)
@@ -109,7 +109,7 @@ def _clean_step(p:Project, sure:float=SURE) -> dict:
                 unsure=[dict(file=r['file'], label=r['label'], suggested=r['suggested'], p=round(float(r['p_suggested']), 3))
                         for r in unsure.to_dict('records')])
 
-# %% ../nbs/lib/23_new.ipynb #5c0199d6
+# %% ../nbs/lib/23_new.ipynb #022f50cd
 @dataclass
 class NewReport:
     "What `new_classifier` did: the project, the model, and what each step found (`steps`, as in `new.json`)"
@@ -128,7 +128,7 @@ class NewReport:
     @property
     def counts(self) -> dict: return self.steps['gather']['counts']
 
-# %% ../nbs/lib/23_new.ipynb #d1d8a629
+# %% ../nbs/lib/23_new.ipynb #fd8ebcfa
 @patch
 def __repr__(self:NewReport):
     g, t, c, r = (self.steps[s] for s in STEPS)
@@ -147,14 +147,14 @@ def __repr__(self:NewReport):
               f'model: {self.model}']
     return '\n'.join(lines)
 
-# %% ../nbs/lib/23_new.ipynb #de841268
+# %% ../nbs/lib/23_new.ipynb #9f33d7a2
 _DOING = dict(gather='gathering pictures', train='training', clean='ranking and cleaning', retrain='training again')
 
 def _progress(todo:list):
     "Call with the index of the step starting (len(todo) when done): one bar in a terminal or notebook, else a line per step"
     if sys.stderr.isatty() or IN_NOTEBOOK:
         from fastprogress.fastprogress import progress_bar
-        pb = progress_bar(todo)
+        with contextlib.redirect_stdout(sys.stderr): pb = progress_bar(todo)
         def show(i):
             pb.comment = _DOING[todo[i]] if i < len(todo) else 'done'
             with contextlib.redirect_stdout(sys.stderr): pb.update(i)  # fastprogress prints to stdout
@@ -162,7 +162,7 @@ def _progress(todo:list):
         return show
     return lambda i: i < len(todo) and print(f'imgclf new: {_DOING[todo[i]]} ({i + 1}/{len(todo)})', file=sys.stderr, flush=True)
 
-# %% ../nbs/lib/23_new.ipynb #2ba9d907
+# %% ../nbs/lib/23_new.ipynb #17d956da
 @delegates(gather, but=['dest', 'classes', 'progress'])
 def new_classifier(path:Path, # the project folder: the dataset (`data/`), the model and `new.json` go in it
                    classes:dict, # class -> search words, a URL file or a folder (or a list of them), as `gather` takes them
@@ -182,7 +182,7 @@ def new_classifier(path:Path, # the project folder: the dataset (`data/`), the m
     show(len(todo))
     return NewReport(p.path, p.steps, skipped=[s for s in STEPS if s not in todo])
 
-# %% ../nbs/lib/23_new.ipynb #fbf2dc67
+# %% ../nbs/lib/23_new.ipynb #bf5103ee
 def _parser() -> argparse.ArgumentParser:
     import inspect
     d = inspect.signature(gather).parameters
