@@ -55,6 +55,8 @@ class Project:
         if self.path.is_dir() and any(self.path.iterdir()) and not self.file.exists():
             raise ImgclfError(f'{self.path} already holds files but no {STATE_FILE}: it is not a project of imgclf new; name a new folder')
         st = self._read() if self.file.exists() else {}
+        if st.get('classes') and set(st['classes']) != set(self.classes):  # its dataset has class folders this request does not want
+            raise ImgclfError(f'{self.path} is the project of the classes {", ".join(st["classes"])}, not {", ".join(self.classes)}: name a new folder')
         self.state = st if st.get('classes') == self.classes else dict(classes=self.classes, steps={})
         self._write()  # from now on the folder is known as a project, even if the first step is interrupted
 

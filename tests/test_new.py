@@ -152,6 +152,8 @@ def test_bad_requests_are_refused_with_the_problem_named(tmp_path):
     with pytest.raises(ImgclfError, match='at least two classes'): new_classifier(tmp_path/'p', {'daisy': 'daisy'})
     with pytest.raises(ImgclfError, match='missing.txt'):
         new_classifier(tmp_path/'p', {'a': tmp_path/'missing.txt', 'b': tmp_path/'missing2.txt'}, progress=False)
+    with pytest.raises(ImgclfError, match='the project of the classes a, b, not a, c'):  # p was started for a and b
+        new_classifier(tmp_path/'p', {'a': 'x', 'c': 'y'})
     mine = tmp_path/'mine'; mine.mkdir(); (mine/'notes.txt').write_text('mine')
     with pytest.raises(ImgclfError, match='not a project of imgclf new'): new_classifier(mine, {'a': 'x', 'b': 'y'})
     assert [f.name for f in mine.iterdir()] == ['notes.txt']
