@@ -11,9 +11,9 @@ __all__ = ['ImgclfError', 'IMAGE_EXTS', 'imgclf_home', 'check_class_name', 'chec
            'rank_suspects', 'Cleaner', 'sure_suggestions', 'apply_cleaner', 'apply_changes', 'dataset_changes',
            'undo_changes', 'Prediction', 'Classifier', 'load_model', 'load_classifier', 'predict_image',
            'predict_images', 'predict_folder', 'export_classifier', 'demo_model', 'find_model', 'ClassifierApp',
-           'load_app']
+           'load_app', 'new_classifier', 'NewReport']
 
-# %% ../nbs/lib/30_all.ipynb #98d4ef82
+# %% ../nbs/lib/30_all.ipynb #76481837
 from .core import (ImgclfError, IMAGE_EXTS, imgclf_home, check_class_name, check_image, image_files,
     DatasetReport, scan_dataset, lfw_faces)
 from .photos import flower_photos, planted_problems, photo_credits
@@ -33,6 +33,7 @@ from .predict import load_classifier, predict_image, predict_images, predict_fol
 from .export import export_classifier, demo_model
 from .modelfile import find_model
 from .app import ClassifierApp, load_app
+from .new import new_classifier, NewReport
 _all_ = ['ImgclfError', 'IMAGE_EXTS', 'imgclf_home', 'check_class_name', 'check_image', 'image_files',
            'DatasetReport', 'scan_dataset', 'lfw_faces', 'flower_photos', 'planted_problems', 'photo_credits',
            'open_image', 'gather', 'dedupe', 'image_datablock', 'image_dls', 'PresizeCache', 'presize_for',
@@ -41,4 +42,4 @@ _all_ = ['ImgclfError', 'IMAGE_EXTS', 'imgclf_home', 'check_class_name', 'check_
            'confusion_table', 'ConfusionExplorer', 'rank_suspects', 'Cleaner', 'sure_suggestions', 'apply_cleaner',
            'apply_changes', 'dataset_changes', 'undo_changes', 'Prediction', 'Classifier', 'load_model',
            'load_classifier', 'predict_image', 'predict_images', 'predict_folder', 'export_classifier', 'demo_model',
-           'find_model', 'ClassifierApp', 'load_app']
+           'find_model', 'ClassifierApp', 'load_app', 'new_classifier', 'NewReport']
