@@ -26,10 +26,11 @@ def _from(f, # the function whose parameter the option sets
           help:str|None=None, # default: the parameter's comment in `f`
           **kwargs): # more for `add_argument`: a `type` where the default is None
     "Add the option `--name` whose default is that of `f`'s parameter `name`, so the two cannot drift apart"
-    from fastcore.docments import docments
     default = inspect.signature(f).parameters[name].default
     if default is inspect.Parameter.empty: raise TypeError(f'{f.__name__}({name}) has no default for an option')
-    help = help or docments(f)[name] or ''
+    if help is None:
+        from fastcore.docments import docments  # not for `imgclf serve`, which runs without fastcore: it passes its help
+        help = docments(f)[name] or ''
     if isinstance(default, bool): kwargs.setdefault('action', 'store_false' if default else 'store_true')
     elif default is not None: kwargs.setdefault('type', type(default)); help += ' (default %(default)s)'
     p.add_argument('--' + name.replace('_', '-'), default=default, help=help, **kwargs)
@@ -201,7 +202,8 @@ _PICKLE_HELP = 'also read a fastai pickle (.pkl): loading one runs code from the
 
 def cmd_export(args):
     "Check a model file loads, then copy it atomically; a fastai pickle (with --allow-pickle) is written in the safe format"
-    from imgclf.export import load_classifier, export_classifier
+    from imgclf.predict import load_classifier
+    from imgclf.export import export_classifier
     clf = load_classifier(args.model, allow_pickle=args.allow_pickle)
     dest = Path(args.dest).expanduser()
     if dest.is_dir(): dest = dest/(Path(args.model).stem + '.safetensors')
@@ -219,7 +221,7 @@ def _export_options(s):
 
 def cmd_predict(args):
     "Classify an image or a folder; the exit status is 1 when some files could not be read"
-    from imgclf.export import load_classifier, predict_folder
+    from imgclf.predict import load_classifier, predict_folder
     clf = load_classifier(args.model, allow_pickle=args.allow_pickle)
     with _progress(): df = predict_folder(clf, Path(args.path), progress=not args.quiet)
     bad = df[df.error != '']
@@ -275,9 +277,9 @@ def _serve_options(s):
     for m in ['starlette', 'uvicorn', 'multipart']: need(m, 'serve', 'imgclf serve')  # before imgclf.serve, which imports them
     from imgclf.serve import serve
     s.add_argument('--model', help='model file (.safetensors; default: $IMGCLF_MODEL, else the model `imgclf demo` wrote, else the demo model)')
-    _from(serve, s, 'host')
+    _from(serve, s, 'host', help='the address to listen on (0.0.0.0 in a container)')
     _from(serve, s, 'port', help='the port to listen on; 0: any free port (printed)')
-    _from(serve, s, 'max_mb', type=float)
+    _from(serve, s, 'max_mb', type=float, help='largest upload accepted, in MiB')
     s.set_defaults(func=cmd_serve)
 
 # %% ../nbs/08_cli.ipynb #8713a467
@@ -400,7 +402,7 @@ def cmd_clean(args):
         raise ImgclfError(f'--accept-sure takes a probability between 0 and 1, not {args.accept_sure}')
     if args.apply: return _apply_table(data, args)
     if args.model:  # a wrong model path or file is said before minutes of ranking, not after
-        from imgclf.export import load_classifier, predict_folder
+        from imgclf.predict import load_classifier, predict_folder
         clf = load_classifier(args.model)
     from imgclf.rank import rank_suspects, Kind
     with _progress():
