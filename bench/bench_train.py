@@ -127,8 +127,14 @@ else:
                                cbs=[clock] if kw.get('recipe') == 'fine_tune' else None, **kw)  # the linear recipe has no epochs
 secs = time.perf_counter() - t0
 if r != 'probe': err = valid_error(learn)  # after the clock stops: the model as trained, on the whole validation set
+def own_peak_mb():
+    "This process's own peak resident memory, VmHWM (ru_maxrss would include the parent's, inherited when it started)"
+    with open('/proc/self/status') as f:
+        for l in f:
+            if l.startswith('VmHWM:'): return int(l.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: the upper bound
 print(json.dumps(dict(recipe=r, seconds=secs, error=err, epochs=clock.log, valid=len(learn.dls.valid_ds),
-                      peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024, **extra)))
+                      peak_mb=own_peak_mb(), **extra)))
 '''
 
 RECIPES = ['tutorial', 'probe', 'imgclf', 'finetune', 'imgclf-nocache', 'imgclf-tenth', 'imgclf-valley', 'imgclf-224']
