@@ -460,3 +460,10 @@ def cmd_undo(args):
 def _undo_options(s):
     s.add_argument('data', help='dataset folder')
     s.set_defaults(func=cmd_undo)
+
+# %% ../nbs/08_cli.ipynb #c42d1df5
+@_command('new', 'gather, train, accept the sure cleaning suggestions, train again, export and open the app, in one command')
+def _new_options(s):
+    from imgclf.new import add_options, run_command
+    add_options(s)
+    s.set_defaults(func=run_command)  # it says its own failures and returns its status

@@ -13,7 +13,7 @@ from urllib.parse import urljoin, urlparse, urlsplit, urlunsplit, unquote_to_byt
 import requests, urllib3
 from . import __version__
 from .core import atomic_write_bytes
-from .images import DownloadError, Failure, load_image, not_image
+from .images import NotKept, DownloadError, Failure, load_image, not_image
 from .manifest import CAND_FIELDS
 
 # %% auto #0
@@ -278,7 +278,7 @@ def _process(cands:list, root:Path, session, fetch_kw:dict, load_kw:dict, stop, 
                                                        cross_class='', width=None, height=None, bytes=None) for c in cands]
     try: data, out, ext, info = _fetch_and_check(cands[0], session, fetch_kw, load_kw, stop, decoder, rows)
     except _Stopped: raise
-    except DownloadError as e: reason, kind = e.reason, e.kind
+    except NotKept as e: reason, kind = e.reason, e.kind  # the download's or the picture's
     except MemoryError: reason, kind = 'too large to decode: out of memory', Failure.OUT_OF_MEMORY
     except Exception as e: reason, kind = f'error: {type(e).__name__}: {e}'[:200], Failure.ERROR  # one candidate never stops the run
     else: reason = None

@@ -14,8 +14,8 @@ from PIL import Image, ImageOps
 from .core import ImgclfError
 
 # %% auto #0
-__all__ = ['decode_budget', 'Failure', 'DownloadError', 'ImageError', 'not_image', 'is_heic', 'load_image', 'upright_rgb',
-           'open_image', 'thumbnail']
+__all__ = ['decode_budget', 'Failure', 'NotKept', 'DownloadError', 'ImageError', 'not_image', 'is_heic', 'load_image',
+           'upright_rgb', 'open_image', 'thumbnail']
 
 # %% ../nbs/lib/11_images.ipynb #3b90e7bc
 class Failure(str, Enum):
@@ -27,12 +27,15 @@ class Failure(str, Enum):
     DUPLICATE = 'duplicate'; CHANGED = 'changed'; REMOVED = 'removed'; NEEDS_PASSWORD = 'needs_password'  # the dataset
     ERROR = 'error'  # anything else
 
-class DownloadError(Exception):
-    "Why a URL or file was not kept: `reason`, one short line for people, and `kind`, a `Failure` for code"
+class NotKept(Exception):
+    "Why a URL, file or upload was not kept: `reason`, one short line for people, and `kind`, a `Failure` for code"
     def __init__(self, reason:str, kind:Failure=Failure.ERROR):
         super().__init__(reason); self.reason, self.kind = reason, Failure(kind)
 
-class ImageError(DownloadError):
+class DownloadError(NotKept):
+    "Why a URL or a local file could not be fetched within the limits"
+
+class ImageError(NotKept):
     "Why some bytes are not a picture that can be used, wherever they came from (a download, an upload, a file, a cache)"
 
 # %% ../nbs/lib/11_images.ipynb #d777e913

@@ -12,7 +12,7 @@ import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
 from .core import ImgclfError, check_class_name, atomic_write_bytes
-from .images import open_image, DownloadError
+from .images import open_image, ImageError
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'BUILTIN_TIMM_NAMES', 'LEVELS', 'Prediction', 'ConcatPool', 'head_layer', 'PooledFeatures',
@@ -287,7 +287,7 @@ class Classifier:
         name = name or (str(src) if isinstance(src, (str, Path)) else 'image')
         if isinstance(src, (str, Path)) and not Path(src).is_file(): raise ImgclfError(f'Image file not found: {src}')
         try: return open_image(src, size=self.draft)
-        except DownloadError as e: raise ImgclfError(f'{name}: {e.reason}') from None
+        except ImageError as e: raise ImgclfError(f'{name}: {e.reason}') from None
 
     def prediction(self, p:np.ndarray) -> Prediction:
         "A `Prediction` from one row of `probs`"

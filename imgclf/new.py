@@ -185,11 +185,10 @@ def new_classifier(path:Path, # the project folder: the dataset (`data/`), the m
     return NewReport(p.path, p.steps, skipped=[s for s in STEPS if s not in todo])
 
 # %% ../nbs/lib/25_new.ipynb #bf5103ee
-def _parser() -> argparse.ArgumentParser:
+def add_options(ap:argparse.ArgumentParser):
+    "Add the options of `imgclf new` (and `python -m imgclf.new`) to `ap`, with `gather`'s default number of pictures"
     import inspect
     d = inspect.signature(gather).parameters
-    ap = argparse.ArgumentParser(prog='python -m imgclf.new', description='gather pictures, train, clean the sure mistakes, '
-                                 'train again, export, and open the app; run it again to go on after an interruption')
     ap.add_argument('name', help='project folder (created): the dataset, the model and new.json go in it')
     ap.add_argument('--class', dest='classes', action='append', required=True, metavar='NAME=SOURCE',
                     help='a class and where its pictures come from: search words, a file of URLs, or a folder; repeat per class')
@@ -199,11 +198,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument('--port', type=int, help="the app's port (0: any free port, printed; default: imgclf app's)")
     ap.add_argument('--no-browser', action='store_true', help='open the app without opening a browser')
     ap.add_argument('--quiet', action='store_true', help='no progress')
+
+DESCRIPTION = 'gather pictures, train, clean the sure mistakes, train again, export, and open the app; run it again to go on after an interruption'
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog='python -m imgclf.new', description=DESCRIPTION)
+    add_options(ap)
     return ap
 
-def main(argv=None) -> int:
-    "Run `new_classifier` from the command line: 0 done, 1 failed, 2 a wrong command line, 130 interrupted"
-    args = _parser().parse_args(argv)
+def run_command(args:argparse.Namespace) -> int:
+    "Run `new_classifier` for parsed options: 0 done, 1 failed, 130 interrupted; then, unless `--no-app`, become `imgclf app` on the model"
     try: rep = new_classifier(args.name, class_sources(args.classes), sure=args.sure, max_images=args.max_images, progress=not args.quiet)
     except ImgclfError as e: print(f'imgclf new: {e}', file=sys.stderr); return 1
     except KeyboardInterrupt:
@@ -213,5 +217,9 @@ def main(argv=None) -> int:
         app = ['app', '--model', str(rep.model)] + (['--port', str(args.port)] if args.port is not None else []) + ['--no-browser'] * args.no_browser
         os.execv(sys.executable, [sys.executable, '-c', 'import sys; from imgclf.cli import main; sys.exit(main())', *app])
     return 0
+
+def main(argv=None) -> int:
+    "`python -m imgclf.new`: the same as `imgclf new`; 0 done, 1 failed, 2 a wrong command line, 130 interrupted"
+    return run_command(_parser().parse_args(argv))
 
 if __name__ == '__main__' and Path(sys.argv[0]).name == 'new.py': sys.exit(main())  # `python -m imgclf.new`, not a notebook

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from imgclf.core import ImgclfError
 from imgclf.localweb import LocalWeb
+from conftest import BIN
 
 CLASSES = ('daisy', 'sunflower')
 PER_CLASS = 20
@@ -135,7 +136,7 @@ def test_a_second_run_goes_on_from_the_last_finished_step(web, tmp_path, monkeyp
     monkeypatch.setattr(imgclf.new, 'train_classifier', real_train)
     specs = [a for c in classes for a in ('--class', f'{c}={tmp_path/c}.txt')]  # the same request: the same sources, as strings
     before = hits()
-    proc = subprocess.run([sys.executable, '-m', 'imgclf.new', str(tmp_path/'p'), *specs, '--no-app'],
+    proc = subprocess.run([str(BIN/'imgclf'), 'new', str(tmp_path/'p'), *specs, '--no-app'],  # the console script's `new`
                           capture_output=True, text=True, timeout=600, env=os.environ)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert hits() == before  # nothing downloaded again
