@@ -48,7 +48,7 @@ cleaner.widget""", 1100),
 cl = Cleaner(flower_photos(), page_size=12, thumb=150)
 r = cl.rows
 cl.choices.mark(r.file[0], 'delete', r.sha[0])
-for i in r.index[r.reason.str.startswith('likely mislabelled')][:2]: cl.choices.mark(r.file[i], r.suggested[i], r.sha[i])
+for i in r.index[r.kind == 'mislabelled'][:2]: cl.choices.mark(r.file[i], r.suggested[i], r.sha[i])
 cl.go(0)
 cl.widget""", 1150),
     'app': (APP + """photo = sorted((flower_photos()/'rose').iterdir())[5]
