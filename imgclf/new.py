@@ -152,9 +152,9 @@ def __repr__(self:NewReport):
 # %% ../nbs/lib/25_new.ipynb #9f33d7a2
 _DOING = dict(gather='gathering pictures', train='training', clean='ranking and cleaning', retrain='training again')
 
-def _progress(todo:list):
-    "Call with the index of the step starting (len(todo) when done): one bar in a terminal or notebook, else a line per step"
-    if sys.stderr.isatty() or IN_NOTEBOOK:
+def _progress(todo:list, bar:bool|None=None):
+    "Call with the index of the step starting (len(todo) when done): one bar in a terminal or notebook (`bar=None`), else a line per step"
+    if bar if bar is not None else (sys.stderr.isatty() or IN_NOTEBOOK):
         from fastprogress.fastprogress import progress_bar
         with contextlib.redirect_stdout(sys.stderr): pb = progress_bar(todo)
         def show(i):
