@@ -335,14 +335,20 @@ def _app_options(s):
     s.set_defaults(func=cmd_app)
 
 # %% ../nbs/08_cli.ipynb #98902b4d
+def class_sources(specs, # `NAME=SOURCE` strings, as `--class` takes them
+                 ) -> dict:
+    "class -> list of sources from `NAME=SOURCE` strings; a class given twice gathers from both sources"
+    out = {}
+    for s in specs:
+        name, eq, src = str(s).partition('=')
+        if not eq or not name.strip() or not src.strip(): raise ImgclfError(f'--class expects NAME=SOURCE, got {s!r}')
+        out.setdefault(name.strip(), []).append(src.strip())
+    return out
+
 def cmd_gather(args):
     "Build a dataset folder from web search, URL files or folders; 1 if no picture was gathered"
     from imgclf.gather import gather
-    classes = {}
-    for spec in args.classes:
-        if '=' not in spec: raise ImgclfError(f'--class expects NAME=SOURCE, got {spec!r}')
-        name, src = spec.split('=', 1)
-        classes.setdefault(name.strip(), []).append(src.strip())  # a class given twice gathers from both sources
+    classes = class_sources(args.classes)
     with _progress():
         rep = gather(Path(args.dest), classes, max_images=args.max_images, shrink=args.shrink, workers=args.workers, progress=not args.quiet)
     if args.json: _print_json(dict(path=rep.path, manifest=rep.manifest, kept=len(rep.kept), fetched=rep.fetched, counts=rep.counts(),

@@ -17,23 +17,14 @@ from .train import train_classifier, valid_predictions
 from .rank import rank_suspects, Kind
 from .cleaner import sure_suggestions
 from .export import export_classifier
+from .cli import class_sources  # `--class NAME=SOURCE`, as `imgclf gather` reads it
 
 # %% auto #0
-__all__ = ['STATE_FILE', 'STEPS', 'class_sources', 'Project', 'NewReport', 'new_classifier']
+__all__ = ['STATE_FILE', 'STEPS', 'Project', 'NewReport', 'new_classifier']
 
 # %% ../nbs/lib/25_new.ipynb #0540d6c4
 STATE_FILE = 'new.json'  # in the project folder: the request and the finished steps
 STEPS = ('gather', 'train', 'clean', 'retrain')  # in order; training exports the model at once
-
-def class_sources(specs, # `NAME=SOURCE` strings, as `--class` takes them
-                 ) -> dict:
-    "class -> list of sources from `NAME=SOURCE` strings; a class given twice gathers from both sources"
-    out = {}
-    for s in specs:
-        name, eq, src = str(s).partition('=')
-        if not eq or not name.strip() or not src.strip(): raise ImgclfError(f'--class expects NAME=SOURCE, got {s!r}')
-        out.setdefault(name.strip(), []).append(src.strip())
-    return out
 
 def _sources(classes) -> dict:
     "Each class's sources as strings: what `new.json` keeps to notice that a later run asks for something else"
