@@ -4,16 +4,18 @@
 
 # %% ../nbs/lib/18_serve.ipynb #61ef5d6b
 from __future__ import annotations
-import asyncio, contextlib, html, os
+import asyncio, contextlib, html, json, mimetypes, os, re
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, HTMLResponse
+from starlette.responses import JSONResponse, HTMLResponse, Response
 from starlette.routing import Route
 from starlette.formparsers import MultiPartParser, MultiPartException
 from .core import ImgclfError
 from .model import Classifier, load_model
+from .modelfile import Example, read_examples
+from .apppage import INPUTS_JS, INPUTS_CSS
 
 # %% auto #0
 __all__ = ['create_app', 'serve']
@@ -72,52 +74,131 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{name}}</title>
 <style>
+ *,*::before,*::after{box-sizing:border-box}
  body{font:16px/1.4 system-ui,sans-serif;margin:0;padding:1rem;max-width:40rem;margin:auto;color:#222}
- h1{font-size:1.4rem;margin:.2rem 0} .muted{color:#666;font-size:.9rem}
- label.drop{display:block;border:2px dashed #999;border-radius:12px;padding:1.2rem;text-align:center;cursor:pointer;margin:1rem 0}
- input[type=file]{display:none} img{max-width:100%;max-height:50vh;display:block;margin:0 auto;border-radius:8px}
+ h1{font-size:1.4rem;margin:.2rem 0;overflow-wrap:anywhere} .muted{color:#666;font-size:.9rem;overflow-wrap:anywhere}
+ label.drop{display:block;border:2px dashed #999;border-radius:12px;padding:1.2rem;text-align:center;cursor:pointer;margin:1rem 0 .5rem}
+ .imgclf-dropping label.drop{border-color:#4a7;background:#eef8f1}
+ input[type=file]{display:none} button{font:inherit;cursor:pointer}
+ #camera{min-height:44px;padding:0 1.2rem;border:1px solid #999;border-radius:8px;background:#f6f6f6;margin:0 0 .5rem}
+ #examples{margin:.8rem 0} .examples{display:flex;flex-wrap:wrap;gap:.5rem;margin-top:.3rem}
+ .examples button{width:72px;height:72px;padding:0;border:2px solid #ddd;border-radius:8px;overflow:hidden;background:#eee}
+ .examples button:hover,.examples button:focus-visible{border-color:#4a7}
+ .examples img{width:100%;height:100%;object-fit:cover;display:block}
+ #message{margin:.5rem 0;overflow-wrap:anywhere} #message:empty{display:none}
+ .item{margin:.8rem 0} .item img{display:block;border-radius:8px}
+ .one .item img{max-width:100%;max-height:50vh;margin:0 auto}
+ .many .item{display:grid;grid-template-columns:72px minmax(0,1fr);gap:.2rem .8rem;align-items:start;padding-bottom:.8rem;border-bottom:1px solid #eee}
+ .many .item img{width:72px;height:72px;object-fit:cover;background:#eee}
+ .many .answer{font-size:1rem;margin:.1rem 0} .many .row:not(.top){display:none}
+ .file{color:#666;font-size:.9rem;overflow-wrap:anywhere} .one .file{text-align:center;margin-top:.3rem}
+ .info{min-width:0}
  .row{display:grid;grid-template-columns:minmax(0,1fr) 4.5rem;gap:.5rem;align-items:center;margin:.3rem 0}
  .name{overflow-wrap:anywhere} .bar{grid-column:1/3;height:.5rem;background:#eee;border-radius:4px;overflow:hidden}
- .bar span{display:block;height:100%;background:#4a7} .pct{text-align:right;font-variant-numeric:tabular-nums}
- .answer{font-size:1.2rem;margin:.8rem 0} .error{color:#b00020}
+ .bar span{display:block;height:100%;background:#6b9cf0} .top .bar span{background:#4a7} .unsure .top .bar span{background:#c77c02}
+ .pct{text-align:right;font-variant-numeric:tabular-nums}
+ .answer{font-size:1.2rem;margin:.8rem 0;overflow-wrap:anywhere} .hint{font-size:.9rem;color:#555} .error{color:#b00020}
+{{inputs_css}}
 </style></head><body>
-<h1>{{name}}</h1><div class="muted">Classes: {{classes}}. Photos up to {{max_mb}} MiB.</div>
-<label class="drop">Choose or take a photo<input id="file" type="file" accept="image/*"></label>
-<img id="preview" alt="" hidden><div id="answer" class="answer" aria-live="polite"></div><div id="probs"></div>
+<h1>{{name}}</h1><div class="muted">Classes: {{classes}}. Photos up to {{max_mb}} MiB, {{max_photos}} at a time.</div>
+<label class="drop">Choose photos, or drop or paste them here<input id="file" type="file" accept="image/*" multiple></label>
+<button id="camera" class="imgclf-camera" type="button">Take a photo</button>
+<div id="examples" hidden><div class="muted">No photo at hand? Try one of these:</div><div class="examples"></div></div>
+<div id="message" aria-live="polite"></div><div id="results" aria-live="polite"></div>
+<script>{{inputs_js}}</script>
 <script>
-const limit = {{limit}}, $ = id => document.getElementById(id);
-$('file').addEventListener('change', async e => {
-  const f = e.target.files[0]; if (!f) return;
-  $('probs').textContent = ''; $('answer').className = 'answer';
-  if (f.size > limit) { $('answer').className = 'answer error'; $('answer').textContent = 'This file is over {{max_mb}} MiB.'; return; }
-  $('preview').src = URL.createObjectURL(f); $('preview').hidden = false; $('answer').textContent = 'Classifying...';
+const limit = {{limit}}, threshold = {{threshold}}, maxPhotos = {{max_photos}}, inFlight = 3, $ = id => document.getElementById(id);
+const pct = p => (100*p).toFixed(1) + '%';
+const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text) e.textContent = text; return e; };
+function say(text, isError) { $('message').className = isError ? 'error' : ''; $('message').textContent = text || ''; }
+let run = 0, urls = [];
+function show(item, j) {
+  const answer = item.querySelector('.answer'), probs = item.querySelector('.probs');
+  if (j.probability >= threshold) answer.textContent = `${j.label} (${pct(j.probability)})`;
+  else {
+    item.classList.add('unsure'); answer.textContent = 'Not sure: none of these?';
+    const hint = el('div', 'hint', 'The closest class is '), b = el('b', '', j.label);
+    hint.append(b, `, at ${pct(j.probability)}, below the ${Math.round(100*threshold)}% this page asks for. The photo may show something else.`);
+    answer.append(hint);
+  }
+  for (const [c, p] of Object.entries(j.probs)) {
+    const row = el('div', c === j.label ? 'row top' : 'row');
+    row.append(el('span', 'name', c), el('span', 'pct', pct(p)), el('div', 'bar'));
+    row.querySelector('.name').title = c; row.querySelector('.bar').append(el('span'));
+    row.querySelector('.bar span').style.width = (100*p) + '%'; probs.append(row);
+  }
+}
+async function predict(item, f) {
+  const answer = item.querySelector('.answer'), fail = m => { answer.className = 'answer error'; answer.textContent = m; };
+  if (f.size > limit) return fail('This file is over {{max_mb}} MiB.');
+  answer.textContent = 'Classifying...';
   const body = new FormData(); body.append('file', f);
   try {
-    const r = await fetch('predict', {method: 'POST', body}), j = await r.json();
-    if (!r.ok) throw new Error(j.error || r.statusText);
-    $('answer').textContent = `${j.label} (${(100*j.probability).toFixed(1)}%)`;
-    for (const [c, p] of Object.entries(j.probs)) {
-      const row = document.createElement('div'); row.className = 'row';
-      row.innerHTML = '<span class="name"></span><span class="pct"></span><div class="bar"><span></span></div>';
-      row.querySelector('.name').textContent = c; row.querySelector('.name').title = c;
-      row.querySelector('.pct').textContent = (100*p).toFixed(1) + '%';
-      row.querySelector('.bar span').style.width = (100*p) + '%'; $('probs').append(row);
-    }
-  } catch (err) { $('answer').className = 'answer error'; $('answer').textContent = err.message; }
-});
+    const r = await fetch('predict', {method: 'POST', body}), j = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(j.error || `The server answered ${r.status} ${r.statusText}`);
+    answer.textContent = ''; show(item, j);
+  } catch (err) { fail(err.message); }
+}
+async function classify(files) {
+  files = Array.from(files || []); if (!files.length) return;
+  const mine = ++run, taken = files.slice(0, maxPhotos), left = files.length - taken.length;
+  urls.forEach(u => URL.revokeObjectURL(u)); urls = [];
+  say(left ? `${left} of the ${files.length} photos were left out: this page takes ${maxPhotos} at a time.` : '', left > 0);
+  $('results').className = taken.length > 1 ? 'many' : 'one';
+  const items = taken.map(f => {
+    const item = el('div', 'item'), img = el('img'), info = el('div', 'info');
+    img.alt = f.name; img.src = URL.createObjectURL(f); urls.push(img.src); img.onerror = () => { img.style.visibility = 'hidden'; };
+    info.append(el('div', 'file', f.name), el('div', 'answer', 'Waiting...'), el('div', 'probs'));
+    item.append(img, info); return item;
+  });
+  $('results').replaceChildren(...items);
+  let next = 0;
+  const worker = async () => { while (mine === run && next < taken.length) { const i = next++; await predict(items[i], taken[i]); } };
+  await Promise.all(Array.from({length: Math.min(inFlight, taken.length)}, worker));
+}
+$('file').addEventListener('change', e => { classify(e.target.files); e.target.value = ''; });
+async function tryExample(x) {
+  say('');
+  try {
+    const r = await fetch(x.url); if (!r.ok) throw new Error(`The example could not be fetched (${r.status} ${r.statusText})`);
+    const b = await r.blob(); await classify([new File([b], 'example ' + x.name, {type: b.type || 'image/jpeg'})]);
+  } catch (err) { say(err.message, true); }
+}
+fetch('examples').then(r => r.ok ? r.json() : []).then(list => {
+  const box = $('examples').querySelector('.examples');
+  for (const x of list) {
+    const who = [x.licence, x.author && 'by ' + x.author].filter(Boolean).join(', ');
+    const b = el('button'), img = el('img'); b.type = 'button';
+    b.title = `Try an example: ${x.class}` + (who ? ` (${who})` : ''); img.alt = b.title; img.src = x.url; img.loading = 'lazy';
+    b.append(img); b.addEventListener('click', () => tryExample(x)); box.append(b);
+  }
+  $('examples').hidden = !list.length;
+}).catch(() => {});
+window.imgclfInputs({root: null, onFiles: classify, say});
 </script></body></html>"""
+
+def _page(clf:Classifier, max_mb:float, limit:int, threshold:float, max_photos:int) -> str:
+    "`_PAGE` for `clf`, each `{{field}}` filled in one pass (so that nothing a value holds is read as a field)"
+    values = dict(name=html.escape(clf.name), classes=html.escape(', '.join(clf.classes)), max_mb=f'{max_mb:g}', limit=str(limit),
+                  threshold=json.dumps(float(threshold)), max_photos=str(int(max_photos)), inputs_css=INPUTS_CSS, inputs_js=INPUTS_JS)
+    return re.sub(r'{{(\w+)}}', lambda m: values[m[1]], _PAGE)
 
 # %% ../nbs/lib/18_serve.ipynb #8ca3fcb5
 def create_app(clf:Classifier, # a loaded model (from `imgclf.model.load_model`)
                max_mb:float=25, # largest upload accepted, in MiB
                max_batch:int=16, # most images through the network at once
+               threshold:float=0.6, # below this probability the page answers "Not sure: none of these?"
+               max_photos:int=12, # most photos the page classifies at once; it says how many more it left out
+               examples:list[Example]|None=None, # photos to try; default those saved beside `clf`'s file (`read_examples`)
               ) -> Starlette:
-    "The web service for `clf`: `POST /predict`, `GET /health`, `GET /`"
+    "The web service for `clf`: `POST /predict`, `GET /health`, `GET /examples`, `GET /examples/{i}`, `GET /`"
     limit = int(max_mb * 2**20)
     batcher = Batcher(clf, max_batch)
     decode = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix='imgclf-decode')
-    page = _PAGE.replace('{{name}}', html.escape(clf.name)).replace('{{classes}}', html.escape(', '.join(clf.classes)))
-    page = page.replace('{{max_mb}}', f'{max_mb:g}').replace('{{limit}}', str(limit))
+    examples = list(read_examples(clf.path) if examples is None else examples)
+    listed = [dict(url=f'examples/{i}', name=e.path.name, **{'class': e.label}, licence=e.licence, author=e.author,
+                   source_page=e.source_page) for i, e in enumerate(examples)]
+    page = _page(clf, max_mb, limit, threshold, max_photos)
 
     async def predict(request:Request):
         if not request.headers.get('content-type', '').startswith('multipart/form-data'):
@@ -138,8 +219,17 @@ def create_app(clf:Classifier, # a loaded model (from `imgclf.model.load_model`)
         p = clf.prediction(await batcher.probs(image))
         return JSONResponse({'label': p.label, 'probability': p.probability, 'probs': p.probs})
 
+    async def example(request:Request):
+        i = request.path_params['i']  # the route takes digits only: no name, no path, nothing negative
+        if i >= len(examples): return _error(404, f'There is no example {i}: there are {len(examples)}')
+        path = examples[i].path
+        try: data = await asyncio.get_running_loop().run_in_executor(decode, path.read_bytes)
+        except OSError: return _error(404, f'Example {i} ({path.name}) can no longer be read')
+        return Response(data, media_type=mimetypes.guess_type(path.name)[0] or 'image/jpeg')
+
     async def health(request): return JSONResponse({'status': 'ok', 'model': clf.name, 'classes': clf.classes})
     async def index(request): return HTMLResponse(page)
+    async def listing(request): return JSONResponse(listed)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -148,7 +238,8 @@ def create_app(clf:Classifier, # a loaded model (from `imgclf.model.load_model`)
         await batcher.stop(); decode.shutdown(wait=False)
 
     app = Starlette(routes=[Route('/predict', predict, methods=['POST']), Route('/health', health),
-                            Route('/', index)], lifespan=lifespan)
+                            Route('/examples', listing), Route('/examples/{i:int}', example), Route('/', index)],
+                    lifespan=lifespan)
     app.state.batcher = batcher
     return app
 

@@ -141,3 +141,58 @@ def test_serve_without_a_model_serves_the_demo_model(model, tmp_path):
         clf, port = load_model(demo), url.rsplit(':', 1)[1]
         assert httpx.get(url + '/health').json() == {'status': 'ok', 'model': 'flowers', 'classes': clf.classes}
     assert f'Serving flowers ({", ".join(clf.classes)}) at http://127.0.0.1:{port}' in (tmp_path/'serve.log').read_text()
+
+
+@pytest.fixture(scope='module')
+def with_examples(model, tmp_path_factory):
+    """A copy of the demo model with an example photo of each class beside it (the first with its licence, author and
+    page), and rows in its list that name files outside the folder, a hidden file and one that is missing"""
+    from imgclf.model import load_model
+    from imgclf.modelfile import write_examples, examples_folder
+    from imgclf.core import image_files
+    from imgclf.photos import flower_photos
+    d = tmp_path_factory.mktemp('with_examples')
+    m = d/'flowers.safetensors'
+    m.write_bytes(model.read_bytes())
+    (d/'secret.jpg').write_bytes(image_files(flower_photos()/'rose')[0].read_bytes())
+    classes = load_model(m).classes
+    write_examples(m, [(image_files(flower_photos()/c)[10], c, *(('CC BY 2.0', 'A. Gardener', 'https://example.org/p') if i == 0 else ()))
+                       for i, c in enumerate(classes)])
+    (examples_folder(m)/'.hidden.jpg').write_bytes((d/'secret.jpg').read_bytes())
+    with open(examples_folder(m)/'examples.csv', 'a', newline='') as f:
+        for bad in ['../secret.jpg', str(d/'secret.jpg'), '.hidden.jpg', 'missing.jpg', '../flowers.safetensors']:
+            f.write(f'{bad},rose,,,\n')
+    return m
+
+
+def test_examples_are_listed_and_served(with_examples, imgclf_home, tmp_path):
+    from imgclf.model import load_model
+    from imgclf.modelfile import examples_folder
+    classes = load_model(with_examples).classes
+    with serving([str(BIN/'imgclf'), 'serve', '--model', str(with_examples), '--port', '0'], None, tmp_path/'serve.log',
+                 {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'}) as url:
+        listed = httpx.get(url + '/examples').json()
+        assert listed == [{'url': f'examples/{i}', 'name': f'{c}-1.jpg', 'class': c, 'licence': 'CC BY 2.0' if i == 0 else '',
+                           'author': 'A. Gardener' if i == 0 else '', 'source_page': 'https://example.org/p' if i == 0 else ''}
+                          for i, c in enumerate(classes)]
+        for e in listed:
+            r = httpx.get(f'{url}/{e["url"]}')
+            assert r.status_code == 200 and r.headers['content-type'] == 'image/jpeg'
+            assert r.content == (examples_folder(with_examples)/e['name']).read_bytes()
+        secret = (with_examples.parent/'secret.jpg').read_bytes()
+        for bad in [f'/examples/{len(classes)}', '/examples/-1', '/examples/1.0', '/examples/examples.csv', '/examples/.hidden.jpg',
+                    '/examples/..%2Fsecret.jpg', '/examples/..%2F..%2Fflowers.safetensors', '/examples/%2e%2e/secret.jpg',
+                    '/examples/0/../../secret.jpg', '/examples/%2Fetc%2Fpasswd']:
+            r = httpx.get(url + bad)
+            assert r.status_code == 404 and r.content != secret, (bad, r.status_code)
+        assert httpx.get(url + '/examples/0').status_code == 200  # still serving
+
+
+def test_a_model_without_examples_lists_none(model, imgclf_home, tmp_path):
+    alone = tmp_path/'alone.safetensors'
+    alone.write_bytes(model.read_bytes())
+    with serving([str(BIN/'imgclf'), 'serve', '--model', str(alone), '--port', '0'], None, tmp_path/'serve.log',
+                 {**os.environ, 'IMGCLF_HOME': str(imgclf_home), 'OMP_NUM_THREADS': '2'}) as url:
+        assert httpx.get(url + '/examples').json() == []
+        assert httpx.get(url + '/examples/0').status_code == 404
+        assert 'No photo at hand?' in httpx.get(url + '/').text  # in the page, hidden until the list has photos
