@@ -11,7 +11,8 @@ from .core import ImgclfError, atomic_path, imgclf_home  # before fastai
 from .model import Classifier, save_model, build_network, describe_timm, FORMAT, FORMAT_VERSION, BUILTIN_TIMM_NAMES
 from fastai.vision.all import (Learner, Resize, RandomResizedCrop, ToTensor, IntToFloatTensor, Normalize, AffineCoordTfm,
                                AdaptiveConcatPool2d, Flatten)
-from .train import demo_learner
+from .train import demo_learner, valid_predictions
+from .modelfile import write_examples, example_items
 from .predict import (LearnerClassifier, load_classifier, as_classifier, predict_images, predict_image,  # their home is
                             predict_folder)  # imgclf.predict; this lesson uses them, and `imgclf.export` keeps offering them
 
@@ -133,23 +134,36 @@ def _check_same(learn:Learner, clf:Classifier):
     diff = (xb - clf.tensor([clf.open(f) for f in files])).abs().max().item()
     if diff > 1e-4: raise ImgclfError(f"The safe format cannot redo this learner's validation transforms (difference {diff:.2g})")
 
+def _example_photos(learn:Learner, n:int) -> list[tuple]:
+    "Up to `n` validation photos of each class that `learn` classifies correctly, most confident first, with their credits"
+    try: files = list(learn.dls.valid_ds.items)
+    except (AttributeError, TypeError): return []
+    if n <= 0 or not files or not all(isinstance(f, (str, Path)) and Path(f).is_file() for f in files): return []
+    p = valid_predictions(learn)
+    p = p[p.actual == p.predicted].sort_values('probability', ascending=False, kind='stable')
+    return example_items({str(c): list(p.file[p.actual == c]) for c in learn.dls.vocab}, n)
+
 def export_classifier(learn:Learner, # a trained learner
                       dest:Path, # the model file to write: `name.safetensors` (or `name.pkl` with `pickle=True`)
                       name:str|None=None, # the model's name; default the file's name without its extension
                       pickle:bool=False, # write fastai's pickle instead (it runs code when loaded: for your own use only)
+                      examples:int=2, # validation photos per class to save beside it for the app (`imgclf.modelfile.read_examples`); 0: none
                      ) -> Path:
     "Write `learn` to `dest` atomically, in the safe format unless `pickle`: an interrupted export never leaves a broken file"
     dest = Path(dest).expanduser().absolute()
+    if not pickle and dest.suffix != '.safetensors':
+        raise ImgclfError(f'{dest}: a model file in the safe format ends in .safetensors (or pass pickle=True for a fastai pickle)')
+    photos = _example_photos(learn, examples)  # while the model is still where the data is
     if pickle:
         with atomic_path(dest) as tmp: learn.export(tmp)
-        return dest
-    if dest.suffix != '.safetensors':
-        raise ImgclfError(f'{dest}: a model file in the safe format ends in .safetensors (or pass pickle=True for a fastai pickle)')
-    meta, tensors = _safe_parts(learn, name or dest.stem)
-    net = build_network(meta)
-    net.load_state_dict(tensors)
-    _check_same(learn, Classifier(net, meta))
-    return save_model(tensors, meta, dest)
+    else:
+        meta, tensors = _safe_parts(learn, name or dest.stem)
+        net = build_network(meta)
+        net.load_state_dict(tensors)
+        _check_same(learn, Classifier(net, meta))
+        save_model(tensors, meta, dest)
+    write_examples(dest, photos)  # none: an old model's examples are removed
+    return dest
 
 # %% ../nbs/06_export.ipynb #cfdf260e
 def demo_model(dest:Path|None=None, # where to write it; default `imgclf_home()/'models'/'flowers.safetensors'`

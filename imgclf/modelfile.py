@@ -99,7 +99,7 @@ def write_examples(model:Path, # the model file the photos go beside
             try: data = Path(src).read_bytes()
             except OSError as e: raise ImgclfError(f'Cannot read the example photo {src}: {e.strerror or e}') from None
             (tmp/name).write_bytes(thumbnail(data, name=str(src), size=size, enlarge=False, format='JPEG'))
-            rows.append([name, label, *(str(v) for v in credit), *['']*(3 - len(credit))][:5])
+            rows.append([name, label, *('' if v is None else str(v) for v in credit), *['']*(3 - len(credit))][:5])
         buf = io.StringIO(); w = csv.writer(buf); w.writerow(_FIELDS); w.writerows(rows)
         (tmp/'examples.csv').write_text(buf.getvalue(), encoding='utf-8')
         tmp.chmod(0o755)  # mkdtemp's folder is private; the examples are for anyone the model is for
@@ -124,7 +124,7 @@ def read_examples(model:Path|None, # a model file; `None` has no examples
     if not f.is_file(): return []
     try:
         with open(f, newline='', encoding='utf-8-sig') as fh:
-            r = csv.DictReader(fh)
+            r = csv.DictReader(fh, strict=True)
             rows = list(r)
             if not {'file', 'class'} <= set(r.fieldnames or []): raise csv.Error('it has no file and class columns')
     except (OSError, csv.Error, UnicodeDecodeError) as e:
@@ -134,4 +134,42 @@ def read_examples(model:Path|None, # a model file; `None` has no examples
     for row in rows:
         if (path := _photo_in(folder, row['file'])) is None: continue
         out.append(Example(path, *(row.get(k) if isinstance(row.get(k), str) else '' for k in _FIELDS[1:])))
+    return out
+
+# %% ../nbs/lib/19_modelfile.ipynb #ex0cd04
+def _credits(root:Path) -> tuple[dict, set]:
+    "Licence, author and source page of each photo of the dataset `root` by its path in it, and the photos never to show"
+    from imgclf.photos import photo_credits, planted_problems  # read only when a model is exported
+    from imgclf.manifest import read_manifest
+    if (root/'attribution.csv').is_file():  # the built-in photos, as `flower_photos` copies them
+        df = photo_credits(root)
+        return ({f: (l, '', s) if s.startswith(('https://', 'http://')) else (l, s, '') for f, l, s in zip(df.file, df.licence, df.source)},
+                set(planted_problems().file))
+    if (root/'manifest.csv').is_file():
+        try: rows = read_manifest(root)
+        except ImgclfError as e: _log.warning(f'{e} The example photos are saved without their licences.'); return {}, set()
+        return {r['file']: (r['licence'], r['author'], r['source_page']) for r in rows if r['status'] == 'kept'}, set()
+    return {}, set()
+
+def _dataset_of(photo:Path) -> Path:
+    "The dataset folder of `photo`: the one above its class folder, or the one above that, whichever notes credits"
+    ups = list(photo.parents)[1:3] or [photo.parent]
+    return next((d for d in ups if (d/'attribution.csv').is_file() or (d/'manifest.csv').is_file()), ups[0])
+
+def example_items(ranked:dict, # class -> its photos (paths in a folder-per-class dataset), best first
+                  n:int=2, # photos per class, at most
+                 ) -> list[tuple]:
+    "`(photo, class, licence, author, source_page)` for up to `n` photos of each class, for `write_examples`"
+    out, known = [], {}
+    for label, photos in ranked.items():
+        mine = []
+        for p in photos:
+            if len(mine) == n: break
+            p = Path(p).absolute()
+            root = _dataset_of(p)
+            if root not in known: known[root] = _credits(root)
+            credits, never = known[root]
+            rel = p.relative_to(root).as_posix()
+            if rel not in never: mine.append((p, label, *credits.get(rel, ('', '', ''))))
+        out += mine
     return out
