@@ -98,6 +98,24 @@ def test_a_new_set_replaces_the_old_one_whole(tmp_path):
     assert (tmp_path/'x.examples').read_text() == 'a file of the user'
 
 
+def test_example_items_credit_the_built_in_photos_and_never_show_a_planted_problem(tmp_path):
+    from imgclf.modelfile import example_items
+    from imgclf.photos import photo_credits, planted_problems
+    import imgclf
+    package = Path(imgclf.__file__).parent/'flowers'
+    credits = photo_credits()
+    flowers = tmp_path/'flowers'
+    (flowers/'rose').mkdir(parents=True)
+    credits.to_csv(flowers/'attribution.csv', index=False)
+    roses = ['rose/camera.jpg', 'rose/14278605962_d3cce5522f.jpg'] + [f for f in credits.file if f.startswith('rose/1')][:3]
+    assert set(roses[:2]) <= set(planted_problems().file)
+    for f in roses: shutil.copyfile(package/f, flowers/f)
+    got = example_items({'rose': [flowers/f for f in roses]}, n=2)
+    want = credits.set_index('file').loc[roses[2:4]]  # the first two that are no planted problem
+    assert [(p, c, l, a) for p, c, l, a, _ in got] == [(flowers/f, 'rose', l, '') for f, l in zip(want.index, want.licence)]
+    assert [s for *_, s in got] == list(want.source) and all(s.startswith('https://www.flickr.com/') for s in want.source)
+
+
 # Export: a learner quickly trained on the built-in photos, as in test_model.py
 
 @pytest.fixture(scope='module')
@@ -135,6 +153,22 @@ def test_export_saves_photos_of_each_class_the_model_gets_right_most_confident_f
         assert not {f.relative_to(root).as_posix() for f in files} & planted
         assert [clf.predict(e.path).label for e in mine] == [c, c]  # the saved JPEGs too
         assert all(max(Image.open(e.path).size) <= 384 for e in mine)
+
+
+def test_only_photos_the_model_gets_right_are_chosen_most_confident_first(trained, tmp_path, monkeypatch):
+    "With the validation predictions set by hand: a wrong answer, however sure, is never an example; the surest right ones come first"
+    from imgclf import export
+    from imgclf.photos import photo_credits, planted_problems
+    learn, preds, _ = trained
+    planted = set(planted_problems().file)
+    root = Path(preds.file[0]).parent.parent
+    daisies = [f for f in preds.file[preds.actual == 'daisy'] if Path(f).relative_to(root).as_posix() not in planted][:4]
+    table = pd.DataFrame(dict(file=daisies, actual='daisy', predicted=['rose', 'daisy', 'daisy', 'daisy'], probability=[0.99, 0.6, 0.9, 0.7]))
+    monkeypatch.setattr(export, 'valid_predictions', lambda learn: table)
+    got = read_examples(export.export_classifier(learn, tmp_path/'f.safetensors', examples=2))
+    pages = photo_credits(root).set_index('file').source
+    assert [e.source_page for e in got] == [pages[Path(daisies[i]).relative_to(root).as_posix()] for i in (2, 3)]
+    assert [e.label for e in got] == ['daisy', 'daisy']
 
 
 def test_the_demo_model_comes_with_built_in_photos_of_each_class(trained, tmp_path, monkeypatch):
