@@ -236,6 +236,7 @@ def test_a_gathered_dataset_gives_its_photos_the_licences_of_its_manifest(imgclf
     by_page = {r['source_page']: r for r in rows}
     assert {e.label for e in got} == {'daisy', 'sunflower'}
     for e in got:
+        assert e.source_page in by_page, e
         r = by_page[e.source_page]
         assert (e.label, e.licence, e.author) == (r['class'], r['licence'], r['author'])
         assert str(data/r['file']) in right
