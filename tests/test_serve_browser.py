@@ -132,6 +132,25 @@ def test_a_pasted_photo_is_classified(page, served, photos):
     check_answer(row, served[1].predict(photos['sunflower']))
 
 
+def test_an_unsure_answer_says_none_of_these_and_names_the_closest_class(page, served, tmp_path):
+    "A photo made of all five flowers at once: the model is not sure (below the page's 0.6)"
+    import numpy as np
+    from imgclf.core import image_files
+    from imgclf.photos import flower_photos
+    clf, blends = served[1], []
+    for i in range(4):
+        ims = [np.asarray(Image.open(image_files(flower_photos()/c)[i]).convert('RGB').resize((224, 224)), dtype=float) for c in clf.classes]
+        blends.append(tmp_path/f'all five {i}.jpg')
+        Image.fromarray(np.mean(ims, 0).astype('uint8')).save(blends[-1], quality=95)
+    blend = min(blends, key=lambda f: clf.predict(f).probability)
+    p = clf.predict(blend)
+    assert p.probability < 0.6, f'the model is sure of every blend ({p}): this test needs a photo it is not sure of'
+    send_files(page, [blend], 'drop')
+    [row] = rows(page, 1)
+    check_answer(row, p)
+    assert 'below the 60% this page asks for' in row['answer']
+
+
 def test_several_chosen_photos_give_a_row_each_and_bad_files_an_error_each(page, served, photos):
     files = [photos[k] for k in ['rose', 'notes', 'tulip', 'huge', 'sunflower']]
     choose(page, files)
