@@ -31,7 +31,7 @@ _CSS = """
 .imgclf-static { display: none !important; }  /* screenshots for static pages, such as GitHub */
 .imgclf-upload.jupyter-button { font-size: 0; height: 44px; padding: 0 22px; width: auto; align-self: flex-start; border-radius: 6px; }
 .imgclf-upload.jupyter-button > i { font-size: 16px; margin-right: 8px; }
-.imgclf-upload.jupyter-button::after { content: "Choose a photo"; font-size: 16px; }
+.imgclf-upload.jupyter-button::after { content: "Choose photos"; font-size: 16px; }
 .imgclf-inputs { flex-wrap: wrap; gap: 8px; align-items: center; }
 .imgclf-camera { height: 44px; padding: 0 22px; border-radius: 6px; border: 1px solid #1a73e8; background: #fff; color: #1a73e8;
   font-size: 16px; cursor: pointer; }

@@ -6,7 +6,8 @@ from conftest import BIN
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-                 '--disable-sync', '--no-first-run']
+                 '--disable-sync', '--no-first-run',
+                 '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream']  # a camera that shows a test pattern, allowed without asking
 
 
 def chromium_path():
@@ -14,6 +15,31 @@ def chromium_path():
     for c in [os.environ.get('CHROMIUM'), '/usr/bin/chromium', shutil.which('chromium'), shutil.which('chromium-browser')]:
         if c and Path(c).is_file(): return c
     return None
+
+
+def _page_files(paths) -> list[dict]:
+    import base64, mimetypes
+    return [dict(name=Path(p).name, type=mimetypes.guess_type(str(p))[0] or 'application/octet-stream',
+                 data=base64.b64encode(Path(p).read_bytes()).decode()) for p in paths]
+
+_DATA_TRANSFER = """files => { const dt = new DataTransfer();
+    for (const f of files) dt.items.add(new File([Uint8Array.from(atob(f.data), c => c.charCodeAt(0))], f.name, {type: f.type}));
+    return dt; }"""
+
+
+def drop_files(page, paths, selector:str='body'):
+    "What a visitor does who drags `paths` from their desktop and drops them on the element `selector`"
+    page.evaluate(f"""([files, selector]) => {{ const dt = ({_DATA_TRANSFER})(files), el = document.querySelector(selector);
+        for (const type of ['dragenter', 'dragover', 'drop'])
+            el.dispatchEvent(new DragEvent(type, {{dataTransfer: dt, bubbles: true, cancelable: true}})); }}""",
+                  [_page_files(paths), selector])
+
+
+def paste_files(page, paths):
+    "What a visitor does who copies the pictures `paths` and presses Ctrl-V on the page"
+    page.evaluate(f"""files => {{ const dt = ({_DATA_TRANSFER})(files), el = document.activeElement || document.body;
+        el.dispatchEvent(new ClipboardEvent('paste', {{clipboardData: dt, bubbles: true, cancelable: true}})); }}""",
+                  _page_files(paths))
 
 
 def stop(proc):

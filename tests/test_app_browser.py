@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from conftest import BIN, start_and_read_port, stop
-from test_app import chromium_path, CHROMIUM_ARGS, model_file
+from test_app import chromium_path, CHROMIUM_ARGS, model_file, drop_files, paste_files
 
 # seconds: short, so that the test of culling waits little, but long enough for a page on a busy 2-core machine to
 # connect to the kernel it was handed before the culler looks (at 10 s the next visitor's kernel was once culled first)
@@ -186,12 +186,103 @@ def test_too_big_gets_a_message_and_the_page_keeps_working(server, browser, mode
     url, proc, port, logtail = server
     page = open_app(browser, url)
     upload(page, photos['huge.jpg'])
-    msg = page.locator('.imgclf-message')
-    page.wait_for_function("() => document.querySelector('.imgclf-message').innerText.includes('huge.jpg is')", timeout=30_000)
+    msg = page.locator('.imgclf-note')  # the browser's own news: the file is never sent
+    page.wait_for_function("() => document.querySelector('.imgclf-note').innerText.includes('huge.jpg is')", timeout=30_000)
     assert re.search(r'huge\.jpg is 5\d MB: this app takes photos of up to 50 MB', msg.inner_text()), msg.inner_text()
     classify(page, photos['rose.jpg'])  # the connection survived
     assert 'huge.jpg' not in msg.inner_text()
     page.close()
+
+
+def answer_rows(page, n:int) -> list[tuple[str, str]]:
+    "Wait for `n` rows of several photos; (name, answer) of each"
+    page.wait_for_function(f"() => document.querySelectorAll('.imgclf-photo').length === {n}", timeout=180_000)
+    return list(zip(page.locator('.imgclf-photo .imgclf-name').all_inner_texts(),
+                    page.locator('.imgclf-photo .imgclf-photo-answer').all_inner_texts()))
+
+
+def said(model, path, threshold=0.6) -> str:
+    "How a row begins for the photo in `path`, as the model answers in Python"
+    p = expected(model, path)
+    return p.label if p.probability >= threshold else 'Not sure: none of these?'
+
+
+def test_several_photos_get_a_row_each(server, browser, model, photos):
+    url, proc, port, logtail = server
+    page = open_app(browser, url)
+    with page.expect_file_chooser() as fc: page.locator('.imgclf-upload').click()
+    fc.value.set_files([str(photos[n]) for n in ['rose.jpg', 'notes.jpg', 'temple.jpg']])
+    rows = answer_rows(page, 3)
+    assert [n for n, _ in rows] == ['rose.jpg', 'notes.jpg', 'temple.jpg'], rows
+    assert rows[0][1].startswith(said(model[1], photos['rose.jpg'])) and rows[2][1].startswith(said(model[1], photos['temple.jpg'])), rows
+    assert rows[1][1].startswith('notes.jpg is not a photo this app can read'), rows
+    assert page.locator('.imgclf-photo img').count() == 2 and page.locator('.imgclf-preview img').count() == 0
+    page.close()
+
+
+def test_drop_anywhere_and_paste(server, browser, model, photos):
+    url, proc, port, logtail = server
+    page = open_app(browser, url)
+    drop_files(page, [photos['rose.jpg']], '.imgclf-results')  # on the page, not on a button
+    page.locator('.imgclf-answer').wait_for(timeout=180_000)
+    assert page.locator('.imgclf-preview img').get_attribute('alt') == 'rose.jpg'
+    assert page.locator('.imgclf-answer').inner_text().startswith(said(model[1], photos['rose.jpg']))
+    drop_files(page, [photos['temple.jpg'], photos['rose.jpg']])
+    assert [n for n, _ in answer_rows(page, 2)] == ['temple.jpg', 'rose.jpg']
+    page.evaluate("document.querySelectorAll('.imgclf-answer').forEach(e => e.remove())")
+    paste_files(page, [photos['temple.jpg']])
+    page.locator('.imgclf-answer').wait_for(timeout=180_000)
+    assert re.fullmatch(r'pasted-\d\d-\d\d-\d\d\.jpg', page.locator('.imgclf-preview img').get_attribute('alt'))
+    assert page.locator('.imgclf-answer').inner_text().startswith(said(model[1], photos['temple.jpg']))
+    assert page.locator('.imgclf-error').count() == 0
+    page.close()
+
+
+def test_drop_of_too_many_or_too_much_leaves_some_out(server, browser, model, photos):
+    url, proc, port, logtail = server
+    page = open_app(browser, url)
+    drop_files(page, [photos['huge.jpg'], photos['rose.jpg']])
+    page.locator('.imgclf-answer').wait_for(timeout=180_000)  # the rose alone was sent
+    assert re.search(r'huge\.jpg is 5\d MB: this app takes photos of up to 50 MB', page.locator('.imgclf-note').inner_text())
+    drop_files(page, [photos['rose.jpg']] * 13)
+    rows = answer_rows(page, 12)
+    assert 'this app takes 12 photos at a time' in page.locator('.imgclf-note').inner_text(), page.locator('.imgclf-note').inner_text()
+    assert all(a.startswith(said(model[1], photos['rose.jpg'])) for _, a in rows), rows
+    page.close()
+
+
+def test_example_photos(server, browser, model):
+    from imgclf.modelfile import read_examples, examples_folder
+    url, proc, port, logtail = server
+    examples = read_examples(model[0])
+    assert examples, f'no example photos beside {model[0]}'
+    page = open_app(browser, url, width=390, height=800)
+    buttons = page.locator('.imgclf-example')
+    assert 0 < buttons.count() <= 6
+    assert page.evaluate('document.documentElement.scrollWidth') <= 390
+    buttons.first.click()
+    page.locator('.imgclf-answer').wait_for(timeout=180_000)
+    name = page.locator('.imgclf-preview img').get_attribute('alt').removeprefix('example ')
+    path = examples_folder(model[0])/name
+    assert path.is_file() and page.locator('.imgclf-answer').inner_text().startswith(said(model[1], path))
+    e = next(e for e in examples if e.path.name == name)
+    assert e.licence and e.licence in page.locator('.imgclf-credit').inner_text()
+    page.close()
+
+
+def test_camera(server, browser, model):
+    url, proc, port, logtail = server
+    context = browser.new_context(viewport=dict(width=1200, height=900), permissions=['camera'])
+    page = context.new_page()
+    page.goto(url, timeout=300_000); page.locator('.imgclf-row').first.wait_for(timeout=300_000)
+    page.locator('.imgclf-camera').click()
+    page.locator('.imgclf-camera-view video').wait_for(timeout=30_000)
+    page.locator('.imgclf-snap:enabled').click(timeout=30_000)
+    page.locator('.imgclf-answer').wait_for(timeout=180_000)
+    assert page.locator('.imgclf-camera-view').count() == 0  # the view closed, the camera stopped
+    assert page.locator('.imgclf-preview img').get_attribute('alt') == 'camera.jpg'
+    assert page.locator('.imgclf-row .imgclf-pct').count() == len(model[1].classes)
+    context.close()
 
 
 def test_non_image_gets_a_friendly_message(server, browser, model, photos):
@@ -222,8 +313,11 @@ def test_phone_screen_shows_every_percentage(server, browser, model, photos, tmp
         clip = el.evaluate('e => [e.scrollWidth, e.clientWidth, e.getBoundingClientRect().right]')
         assert clip[0] <= clip[1] and clip[2] <= 390, clip
     button = page.locator('.imgclf-upload')
-    assert button.get_attribute('title') == 'Choose a photo to classify'
-    assert button.evaluate("b => [getComputedStyle(b).fontSize, getComputedStyle(b, '::after').content]") == ['0px', '"Choose a photo"']
+    assert button.get_attribute('title') == 'Choose one or more photos to classify'
+    assert button.evaluate("b => [getComputedStyle(b).fontSize, getComputedStyle(b, '::after').content]") == ['0px', '"Choose photos"']
+    for sel in ['.imgclf-upload', '.imgclf-camera', '.imgclf-example']:  # big enough for a finger
+        box = page.locator(sel).first.bounding_box()
+        assert box['height'] >= 44 and box['x'] >= 0 and box['x'] + box['width'] <= 390, (sel, box)
     last = page.locator('.imgclf-row').last  # the page scrolls: the last class can be reached with the wheel
     page.mouse.move(195, 350)
     for _ in range(10): page.mouse.wheel(0, 400)
