@@ -81,6 +81,8 @@ class ClassifierApp:
                  examples:list[Example]|None=None, # photos to try; default up to 6 saved beside the model, a class each in turn
                  max_photos:int=12, # the most photos classified at once
                 ):
+        if not 0 <= threshold <= 1: raise ImgclfError(f'The threshold is a probability, between 0 and 1, not {threshold}')
+        if max_photos < 1: raise ImgclfError(f'The app must take at least 1 photo at a time, not {max_photos}')
         self.model, self.threshold, self.preview_size, self.max_photos = model, threshold, preview_size, max_photos
         self.max_bytes = max_bytes or max_upload()
         self.classes = [str(c) for c in model.classes]

@@ -204,12 +204,15 @@ def cmd_export(args):
     "Check a model file loads, then copy it atomically; a fastai pickle (with --allow-pickle) is written in the safe format"
     from imgclf.predict import load_classifier
     from imgclf.export import export_classifier
+    from imgclf.modelfile import read_examples, write_examples
     clf = load_classifier(args.model, allow_pickle=args.allow_pickle)
     dest = Path(args.dest).expanduser()
     if dest.is_dir(): dest = dest/(Path(args.model).stem + '.safetensors')
     if clf.format == 'pickle': export_classifier(clf.learn, dest, name=Path(args.model).stem)
     else:
         with atomic_path(dest) as t: shutil.copyfile(args.model, t)
+        if Path(args.model).absolute() != dest.absolute():  # the app's example photos go with the model (none: an old set is removed)
+            write_examples(dest, [(e.path, e.label, e.licence, e.author, e.source_page) for e in read_examples(Path(args.model))])
     print(f'{dest}: classes {", ".join(clf.classes)} ({clf.format} file in, safetensors out)')
     return dest
 
@@ -270,7 +273,7 @@ def cmd_serve(args):
     from imgclf.modelfile import find_model
     model = find_model(args.model)
     with _bind_port(args.host, args.port) as s:  # serve prints the address with the port it really has
-        serve(model, args.host, s.getsockname()[1], args.max_mb)
+        serve(model, args.host, s.getsockname()[1], args.max_mb, threshold=args.threshold, max_photos=args.max_photos)
 
 @_command('serve', 'serve a model as a web service: POST /predict, GET /health, an upload page at /')
 def _serve_options(s):
@@ -280,6 +283,8 @@ def _serve_options(s):
     _from(serve, s, 'host', help='the address to listen on (0.0.0.0 in a container)')
     _from(serve, s, 'port', help='the port to listen on; 0: any free port (printed)')
     _from(serve, s, 'max_mb', type=float, help='largest upload accepted, in MiB')
+    _from(serve, s, 'threshold', help='below this probability the page answers "none of these?"')
+    _from(serve, s, 'max_photos', help='the most photos the page classifies at once')
     s.set_defaults(func=cmd_serve)
 
 # %% ../nbs/08_cli.ipynb #8713a467

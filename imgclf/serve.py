@@ -192,6 +192,8 @@ def create_app(clf:Classifier, # a loaded model (from `imgclf.model.load_model`)
                examples:list[Example]|None=None, # photos to try; default those saved beside `clf`'s file (`read_examples`)
               ) -> Starlette:
     "The web service for `clf`: `POST /predict`, `GET /health`, `GET /examples`, `GET /examples/{i}`, `GET /`"
+    if not 0 <= threshold <= 1: raise ImgclfError(f'The threshold is a probability, between 0 and 1, not {threshold}')
+    if max_photos < 1: raise ImgclfError(f'The page must take at least 1 photo at a time, not {max_photos}')
     limit = int(max_mb * 2**20)
     batcher = Batcher(clf, max_batch)
     decode = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix='imgclf-decode')
@@ -249,6 +251,8 @@ def serve(model:Path, # a `.safetensors` model file
           port:int=8000, # the port to listen on
           max_mb:float=25, # largest upload accepted, in MiB
           threads:int|None=None, # torch threads for the network; default the number of cores
+          threshold:float=0.6, # below this probability the page answers "none of these?"
+          max_photos:int=12, # the most photos the page classifies at once
          ):
     "Serve `model` on `host:port` until interrupted"
     import torch, uvicorn
@@ -256,4 +260,4 @@ def serve(model:Path, # a `.safetensors` model file
     torch.set_num_threads(threads or cores)
     clf = load_model(model)
     print(f'Serving {clf.name} ({", ".join(clf.classes)}) at http://{host}:{port}  (Ctrl-C to stop)', flush=True)
-    uvicorn.run(create_app(clf, max_mb), host=host, port=port, log_level='warning', access_log=False)
+    uvicorn.run(create_app(clf, max_mb, threshold=threshold, max_photos=max_photos), host=host, port=port, log_level='warning', access_log=False)

@@ -88,6 +88,10 @@ def test_export_checks_then_copies(demo_run, imgclf_home, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path/'model.safetensors').read_bytes() == (out/'model.safetensors').read_bytes()
     assert 'classes daisy, dandelion, rose, sunflower, tulip' in proc.stdout
+    from imgclf.modelfile import read_examples
+    src, copied = read_examples(out/'model.safetensors'), read_examples(tmp_path/'model.safetensors')  # the app's example photos go along
+    assert src and [(e.path.name, e.label, e.licence) for e in copied] == [(e.path.name, e.label, e.licence) for e in src]
+    assert all(c.path.read_bytes() == e.path.read_bytes() for c, e in zip(copied, src))
     junk = tmp_path/'junk.safetensors'; junk.write_bytes(b'nope')
     proc = imgclf('export', junk, tmp_path/'copy.safetensors', home=imgclf_home)
     assert proc.returncode == 1 and f'{junk} is not a model file' in proc.stderr
