@@ -1,4 +1,5 @@
-"""Take the screenshots of the course's widgets (`nbs/images/*.png`): widgets do not show on a static page.
+"""Take the screenshots of the course's widgets and of `imgclf serve`'s page (`nbs/images/*.png`): widgets do not show on
+a static page.
 
     python bench/screenshots.py [NAME ...]     # all of them, or the named ones
 
@@ -66,6 +67,32 @@ app.widget""", 1000),
 }
 
 
+SERVED = {'serve_390': 390}  # `imgclf serve`'s page (the demo model), at this width, after a photo of roses
+
+
+def shoot_served(name:str, tmp:Path, browser):
+    "`imgclf serve --port 0` on the demo model, the page photographed whole after a rose was chosen"
+    sys.path.insert(0, str(ROOT))
+    from imgclf.export import demo_model
+    from imgclf.photos import flower_photos
+    from conftest import start_and_read_port, stop
+    proc, port = start_and_read_port([str(Path(sys.executable).parent/'imgclf'), 'serve', '--model', str(demo_model()), '--port', '0'],
+                                     dict(os.environ), tmp/f'{name}.log', cwd=tmp)
+    try:
+        page = browser.new_page(viewport=dict(width=SERVED[name], height=800), device_scale_factor=1)
+        page.goto(f'http://127.0.0.1:{port}/', timeout=120_000)
+        page.locator('#examples:not([hidden]) img').first.wait_for(timeout=60_000)
+        with page.expect_file_chooser() as fc: page.locator('label.drop').click()
+        fc.value.set_files(str(sorted((flower_photos()/'rose').iterdir())[5]))
+        page.locator('#results .row').first.wait_for(timeout=120_000)
+        page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=60_000)
+        page.screenshot(path=str(OUT/f'{name}.png'), full_page=True)
+        page.close()
+    finally:
+        stop(proc)
+    print(f'{OUT/name}.png', flush=True)
+
+
 def notebook(code:str) -> dict:
     cell = lambda src: dict(cell_type='code', metadata={}, execution_count=None, outputs=[], source=src)
     return dict(cells=[cell(SETUP), cell(code)], metadata=dict(kernelspec=dict(name='python3', display_name='Python 3',
@@ -104,12 +131,12 @@ def shoot(name:str, tmp:Path, browser):
 
 
 if __name__ == '__main__':
-    names = sys.argv[1:] or list(VIEWS)
+    names = sys.argv[1:] or [*VIEWS, *SERVED]
     exe = os.environ.get('CHROMIUM') or shutil.which('chromium') or '/usr/bin/chromium'
     from playwright.sync_api import sync_playwright
     with tempfile.TemporaryDirectory() as d, sync_playwright() as p:
         os.environ['IMGCLF_HOME'] = str(Path(d)/'home')
         b = p.chromium.launch(executable_path=exe, args=['--headless', '--no-sandbox', '--disable-gpu',
                                                          '--disable-background-networking'])
-        for n in names: shoot(n, Path(d), b)
+        for n in names: (shoot_served if n in SERVED else shoot)(n, Path(d), b)
         b.close()

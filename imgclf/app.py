@@ -62,6 +62,10 @@ def _mb(n:int) -> str: return f'{n/1e6:.0f} MB' if n >= 10e6 else f'{n/1e6:.1f} 
 # %% ../nbs/06a_app.ipynb #e917fac5
 _TIP = 'tooltip' if 'tooltip' in widgets.Button.class_trait_names() else 'description_tooltip'  # ipywidgets 8 or 7
 
+def _jpeg_src(im, name:str, size:int) -> str:
+    "A `data:` URL of `im` as a JPEG no larger than `size` pixels, for an `<img>` or a style sheet"
+    return f'data:image/jpeg;base64,{base64.b64encode(thumbnail(im, name, size=size, enlarge=False, format="JPEG", quality=85)).decode()}'
+
 def _take_turns(examples:list[Example], n:int) -> list[Example]:
     "At most `n` of `examples`, the classes taking turns: the first of each class, then the second of each..."
     count, keyed = {}, []
@@ -183,9 +187,6 @@ def _open(self, data:bytes, name:str):
         return None, f'{name} is {_mb(len(data))}: this app takes photos of up to {_mb(self.max_bytes)}. Please choose a smaller photo.'
     try: return open_image(data, size=self.preview_size), None  # a big JPEG is decoded at a reduced scale: much faster
     except ImageError as e: return None, visitor_message(e, name, data)
-
-def _jpeg_src(im, name:str, size:int) -> str:
-    return f'data:image/jpeg;base64,{base64.b64encode(thumbnail(im, name, size=size, enlarge=False, format="JPEG", quality=85)).decode()}'
 
 @patch_to(ClassifierApp)
 def classify(self, data:bytes, # the uploaded file's bytes

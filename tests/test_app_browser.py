@@ -265,6 +265,8 @@ def test_example_photos(server, browser, model):
     name = page.locator('.imgclf-preview img').get_attribute('alt').removeprefix('example ')
     path = examples_folder(model[0])/name
     assert path.is_file() and page.locator('.imgclf-answer').inner_text().startswith(said(model[1], path))
+    probs, p = shown_probs(page), expected(model[1], path)  # that very photo, not another of its class
+    for c in model[1].classes: assert probs[c] == pytest.approx(100 * p.probs[c], abs=0.051), (c, probs, p)
     e = next(e for e in examples if e.path.name == name)
     assert e.licence and e.licence in page.locator('.imgclf-credit').inner_text()
     page.close()
