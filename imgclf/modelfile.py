@@ -78,6 +78,14 @@ def _replace_folder(new:Path, # a complete folder beside `dest`
         raise
     if old is not None: shutil.rmtree(old, ignore_errors=True)
 
+def _small_jpeg(data:bytes, size:int) -> bool:
+    "Whether `data` is a JPEG no larger than `size` pixels already: saved as it is, not encoded again (which loses a little each time)"
+    if data[:3] != b'\xff\xd8\xff': return False
+    try:
+        from PIL import Image
+        with Image.open(io.BytesIO(data)) as im: return im.format == 'JPEG' and max(im.size) <= size
+    except Exception: return False
+
 def write_examples(model:Path, # the model file the photos go beside
                    items, # (photo, label, licence, author, source_page) for each photo, in the order to show them; the last three may be left out
                    size:int=384, # longest side of the saved JPEGs, in pixels (smaller photos keep their size)
@@ -98,7 +106,7 @@ def write_examples(model:Path, # the model file the photos go beside
             name = f'{label}-{seen[label]}.jpg'
             try: data = Path(src).read_bytes()
             except OSError as e: raise ImgclfError(f'Cannot read the example photo {src}: {e.strerror or e}') from None
-            (tmp/name).write_bytes(thumbnail(data, name=str(src), size=size, enlarge=False, format='JPEG'))
+            (tmp/name).write_bytes(data if _small_jpeg(data, size) else thumbnail(data, name=str(src), size=size, enlarge=False, format='JPEG'))
             rows.append([name, label, *('' if v is None else str(v) for v in credit), *['']*(3 - len(credit))][:5])
         buf = io.StringIO(); w = csv.writer(buf); w.writerow(_FIELDS); w.writerows(rows)
         (tmp/'examples.csv').write_text(buf.getvalue(), encoding='utf-8')

@@ -156,7 +156,7 @@ def test_app_command_serves_the_app_with_voila(demo_run, imgclf_home):
         wait_for_line(p, 'Voil. is running at')  # listening
         html = urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=600).read().decode()  # voila answers once the preheated kernel ran the notebook
         assert 'There was an error when executing cell' not in html, html[-3000:]  # what voila shows, tracebacks hidden, when a cell failed
-        assert 'the model says which of its 5 classes it shows' in html, html[-3000:]  # the app itself, its model loaded (the page holds its widgets)
+        assert 'it says which of its 5 classes the photo shows' in html, html[-3000:]  # the app itself, its model loaded (the page holds its widgets)
         assert 'cannot run at the moment' not in html  # what `load_app` shows when the model could not be loaded
     finally: stop(p)
 
