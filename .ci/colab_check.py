@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FREEZE = Path(os.environ.get('COLAB_FREEZE') or ROOT/'tests/colab/pip-freeze.txt')  # another list: check another Colab
-CELL_NB = ROOT/'nbs/00_core.ipynb'
+CELL_NB = ROOT/'nbs/00_first_model.ipynb'  # the first lesson: its first cell installs imgclf in Colab
 # Colab's torch pair is the CPU build from PyTorch's own index (`torch @ https://download.pytorch.org/...+cpu`);
 # PyPI's build of the same versions is what pip can resolve against here.
 TORCH = {'torch': '2.11.0', 'torchvision': '0.26.0'}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_augment.ipynb #99dc8dbe
 from __future__ import annotations
-import imgclf.core  # before fastai: see 00_core
+import imgclf.core  # before fastai: see lib/09_core
 from fastai.vision.all import (Resize, ResizeMethod, PadMode, RandomResizedCrop, aug_transforms, PILImage)
 
 # %% auto #0

@@ -10,7 +10,7 @@ import hashlib, io, math
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
-from .core import scan_dataset, DatasetReport, ImgclfError, imgclf_home, atomic_write_bytes, too_few_images  # before fastai: see 00_core
+from .core import scan_dataset, DatasetReport, ImgclfError, imgclf_home, atomic_write_bytes, too_few_images  # before fastai: see lib/09_core
 from .images import open_image, ImageError, Failure
 from fastcore.basics import patch_to
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, IntToFloatTensor, PILImage, RandomSplitter,

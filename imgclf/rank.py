@@ -209,7 +209,7 @@ def rank_suspects(path:Path, # a folder of class folders
                   arch:str='efficientnet_lite0', # the backbone whose features the models learn from (see `embed_images`)
                  ) -> pd.DataFrame:
     "Every picture of the dataset, most suspect first: `file, label, suggested, score, reason`, the numbers behind them, and its `kind` (a `Kind`)"
-    keep_freed_memory()  # see 00_core
+    keep_freed_memory()  # see 09_core
     path = Path(path).expanduser()
     rep = scan_dataset(path, check=False)
     files, vocab = rep.items, rep.vocab

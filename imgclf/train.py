@@ -8,7 +8,7 @@ import os, sys, math
 from pathlib import Path
 import torch, torch.nn as nn
 import pandas as pd
-from .core import ImgclfError, imgclf_home, keep_freed_memory, need, RECIPE_SIZES  # before fastai: see 00_core
+from .core import ImgclfError, imgclf_home, keep_freed_memory, need, RECIPE_SIZES  # before fastai: see lib/09_core
 from fastai.vision.all import (vision_learner, Learner, model_meta, params, L, error_rate, accuracy, Callback, TrainEvalCallback,
                                set_seed, resnet18, resnet34, ResNet18_Weights, ResNet34_Weights, DataLoaders, minimum, valley,
                                Normalize, CrossEntropyLossFlat, Resize, ResizeMethod)
@@ -282,7 +282,7 @@ def train_classifier(path:Path|None=None, # folder of class folders; default: th
         learn.recipe, learn.lr_used, learn.epochs_used = recipe, None, 0
         return learn
     state = _process_state()  # several processes: set up their communication first
-    keep_freed_memory()  # see 00_core: on a CPU, ~40% of the time went to the kernel zeroing freed memory again
+    keep_freed_memory()  # see lib/09_core: on a CPU, ~40% of the time went to the kernel zeroing freed memory again
     set_seed(seed, reproducible=True)
     item_tfms, batch_tfms = augment_tfms(size, min_scale=min_scale)
     with state.main_process_first() if state else nullcontext():  # one process fills the cache, the others read it
