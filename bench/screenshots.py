@@ -55,15 +55,15 @@ cl.widget""", 1150),
     'app': (APP + """photo = sorted((flower_photos()/'rose').iterdir())[5]
 app.classify(photo.read_bytes(), photo.name)
 app.widget""", 390, 1000),
-    'app_unsure': (APP + """import io, matplotlib.cbook
+    'app_unsure': (APP + """import io, math
 from PIL import Image
 from sklearn.datasets import load_sample_image
-others = {'temple.jpg': Image.fromarray(load_sample_image('china.jpg')), 'dahlia.jpg': Image.fromarray(load_sample_image('flower.jpg')),
-          'person.jpg': Image.open(matplotlib.cbook.get_sample_data('grace_hopper.jpg'))}
-name = min(others, key=lambda n: app.model.predict(others[n].convert('RGB')).probability)  # none of its classes: the least sure
-b = io.BytesIO(); others[name].convert('RGB').save(b, format='JPEG')
-app.classify(b.getvalue(), name)
-app.widget""", 1000),
+b = io.BytesIO(); Image.fromarray(load_sample_image('china.jpg')).save(b, format='JPEG')
+p = app.classify(b.getvalue(), 'temple.jpg')  # the temple of 06a_app, none of the classes
+picky = ClassifierApp(app.model, threshold=min(1.0, math.floor(p.probability * 100 + 1) / 100))  # as 06a_app: just above its answer
+display(picky.page())
+picky.classify(b.getvalue(), 'temple.jpg')
+picky.widget""", 1000),
 }
 
 
