@@ -111,7 +111,7 @@ def atomic_folder(dest:Path, # the folder to create
 
 # %% ../nbs/lib/09_core.ipynb #5328581d
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.gif', '.bmp', '.webp', '.tif', '.tiff'}
-RECIPE_SIZES = {'linear': 224, 'fine_tune': 160}  # the training recipes of `04_train`, each with its default image size
+RECIPE_SIZES = {'linear': 224, 'fine_tune': 160}  # `train_classifier`'s recipes, each with its default image size
 
 def check_image(path:Path, # the file to check
                 min_size:int=8, # smallest accepted width and height, in pixels

@@ -261,7 +261,7 @@ class GatherReport:
         counts = self.counts()
         cols = list(dict.fromkeys(k for d in counts.values() for k in d))
         w = max([len('class')] + [len(c) for c in counts])
-        lines = [f'{self.path}: {len(self.kept)} pictures kept in {len(counts)} classes ({self.fetched} fetched in this run)',
+        lines = [f'{self.path}: {len(self.kept)} pictures kept in {len(counts)} classes ({self.fetched} candidates checked in this run)',
                  f'  manifest: {self.manifest}',
                  '  ' + f'{"class":<{w}}  ' + '  '.join(cols)]
         lines += ['  ' + f'{c:<{w}}  ' + '  '.join(f'{d.get(k, 0):>{len(k)}}' for k in cols) for c, d in counts.items()]
