@@ -13,8 +13,8 @@ huge (over the limit), broken and non-image files go to `imgclf serve`: every an
 
 Needs flask, for the tutorials' server only (a benchmark dependency, not one of imgclf's):
     pip install flask
-Run alone on the machine (under the team's CPU lock):
-    flock /tmp/team/cpu.lock env OMP_NUM_THREADS=2 python bench/bench_serve.py
+Run it on an otherwise idle machine: other work changes the timings.
+    env OMP_NUM_THREADS=2 python bench/bench_serve.py
 """
 import argparse, io, os, random, subprocess, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor

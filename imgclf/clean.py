@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from fastcore.basics import patch
 from fastcore.foundation import L
+from .core import ImgclfError  # before fastai: see lib/09_core
 from fastai.vision.widgets import ImagesCleaner
-from .core import ImgclfError
 from .changes import apply_changes, dataset_changes, file_sha, changed_since_shown
 
 # %% auto #0

@@ -34,7 +34,7 @@ def gather(dest:Path, # dataset folder to create or top up; one sub-folder per c
            timeout:float|tuple=(5., 4.), # seconds to connect, and the longest silence while reading
            deadline:float=30., # seconds for each whole file, retries included, whatever the server does
            max_bytes:int=20_000_000, # refuse files larger than this
-           retries:int=2, # tries again after HTTP 408, 429 or 5xx
+           retries:int=2, # tries again after HTTP 408, 425, 429 or 5xx
            progress:bool=True, # show a progress bar
           ) -> GatherReport:
     "Build or top up a folder-per-class dataset in `dest` from searches, URL files and folders; a second run resumes"

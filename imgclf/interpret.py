@@ -32,7 +32,7 @@ def cell_rows(preds:pd.DataFrame, actual:str, predicted:str) -> pd.DataFrame:
 
 # %% ../nbs/lib/34_interpret.ipynb #09bc52b2
 def _thumb(path:str, size:int=128) -> bytes:
-    "The app's `thumbnail` of an image file, never enlarged; a grey square if the file cannot be read"
+    "`imgclf.images.thumbnail` of an image file (a PNG), never enlarged; a grey square if the file cannot be read"
     try: return thumbnail(Path(path).read_bytes(), Path(path).name, size, enlarge=False)
     except (OSError, ImgclfError):
         b = io.BytesIO(); Image.new('RGB', (size, size), 'lightgrey').save(b, format='PNG'); return b.getvalue()

@@ -362,7 +362,7 @@ def read_header(path:Path) -> dict:
         head = f.read(9)
         if is_pickle(head):
             raise ImgclfError(f'{path} is a pickle (a fastai or torch export), not a safetensors model file. Loading a pickle '
-                              'runs code from the file: use imgclf.export.load_classifier(path, allow_pickle=True) '
+                              'runs code from the file: use imgclf.predict.load_classifier(path, allow_pickle=True) '
                               'only for files you trust, and export them again in the safe format')
         if len(head) < 8: raise ImgclfError(f'{path} is not a model file: it is only {size} bytes')
         n = struct.unpack('<Q', head[:8])[0]

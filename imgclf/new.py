@@ -129,7 +129,7 @@ def __repr__(self:NewReport):
     lines = [f'{self.path}' + (f' (finished earlier: {", ".join(self.skipped)})' if self.skipped else ''),
              'gathered: ' + '; '.join(f'{k} {d["kept"]} kept of {d["found"]}' + ''.join(f', {d[x]} {x}' for x in kinds if d.get(x))
                                       for k, d in g['counts'].items())]
-    lines += [f'  search for {k!r} failed: {m}' for k, m in g['errors']]
+    lines += [f'  {k}: {m}' for k, m in g['errors']]  # the class, and what its source answered
     lines.append(f'cleaning: {len(c["relabelled"])} of {c["ranked"]} pictures moved to the class the models are sure of'
                  + (f' (undo: imgclf undo {self.path/"data"})' if c['relabelled'] else ''))
     lines += [f'  {m["file"]} -> {m["to"]} ({m["p"]:.0%})' for m in c['relabelled']]

@@ -132,7 +132,8 @@ def search_images_ddgs(term:str, # what to look for, e.g. 'grizzly bear'
 # %% ../nbs/lib/14_search.ipynb #d530dcb7
 def _strip_html(s:str|None) -> str:
     "Plain text from the little HTML that Commons puts in its metadata"
-    return ' '.join(html.unescape(re.sub(r'<[^>]+>', ' ', s or '')).split())
+    text = ' '.join(html.unescape(re.sub(r'<[^>]+>', ' ', s or '')).split())
+    return re.sub(r' (?=[,.;:)])', '', text)  # a tag became a space: none before punctuation ('<a>Jim</a>, NPS' -> 'Jim, NPS')
 
 _COMMONS_MIMES = {'image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/bmp'}
 

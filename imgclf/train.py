@@ -282,7 +282,7 @@ def train_classifier(path:Path|None=None, # folder of class folders; default: th
         learn.recipe, learn.lr_used, learn.epochs_used = recipe, None, 0
         return learn
     state = _process_state()  # several processes: set up their communication first
-    keep_freed_memory()  # see lib/09_core: on a CPU, ~40% of the time went to the kernel zeroing freed memory again
+    keep_freed_memory()  # see lib/09_core: on a CPU, much of the time went to the kernel zeroing freed memory again
     set_seed(seed, reproducible=True)
     item_tfms, batch_tfms = augment_tfms(size, min_scale=min_scale)
     with state.main_process_first() if state else nullcontext():  # one process fills the cache, the others read it

@@ -231,7 +231,7 @@ def test_commons_builds_requests_and_parses(srv):
     assert q2['gsroffset'] == ['3'] and q2['continue'] == ['gsroffset||']  # followed the continue token
     assert [r['title'] for r in res] == ['Ursus arctos horribilis.jpg', 'Grizzly Bear Yellowstone.jpg', 'Grizzly Denali Sept 2019.png']
     assert [r['licence'] for r in res] == ['CC BY-SA 3.0', 'Public domain', 'CC BY 2.0']  # the SVG map is left out
-    assert [r['author'] for r in res] == ['Jean-Pierre Lavoie', 'Jim Peaco , National Park Service',
+    assert [r['author'] for r in res] == ['Jean-Pierre Lavoie', 'Jim Peaco, National Park Service',
                                           'Denali National Park and Preserve from Denali Park, United States']
     assert res[0]['url'] == 'https://upload.wikimedia.org/wikipedia/commons/thumb/5/5e/Ursus_arctos_horribilis.jpg/400px-Ursus_arctos_horribilis.jpg'
     assert res[0]['source_page'] == 'https://commons.wikimedia.org/wiki/File:Ursus_arctos_horribilis.jpg'
@@ -628,7 +628,7 @@ def test_gather_from_searches_with_licences(srv, tmp_path):
     assert {r['query'] for r in web} == {'grizzly bear'}  # every variant gave the same results; the first query is recorded
     assert [r['reason'] for r in web if r['status'] == 'dropped'].count('http 404') == 4
     assert [(r['licence'], r['author'], r['status']) for r in cc] == [
-        ('CC BY-SA 3.0', 'Jean-Pierre Lavoie', 'kept'), ('Public domain', 'Jim Peaco , National Park Service', 'kept'),
+        ('CC BY-SA 3.0', 'Jean-Pierre Lavoie', 'kept'), ('Public domain', 'Jim Peaco, National Park Service', 'kept'),
         ('CC BY 2.0', 'Denali National Park and Preserve from Denali Park, United States', 'kept')]
     assert cc[0]['source_page'] == 'https://commons.wikimedia.org/wiki/File:Ursus_arctos_horribilis.jpg'
     # the web-search copy of the Commons photo is the duplicate: the copy whose licence we know is kept
