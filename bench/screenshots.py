@@ -31,10 +31,22 @@ from imgclf.app import ClassifierApp
 app = ClassifierApp(load_model(demo_model()))
 display(app.page())  # the app's style sheet and script, as the app notebook shows them
 """
+def lesson_cells(nb:str, first:str, last:str) -> str:
+    "The code cells of lesson `nb` from the one containing `first` to the one containing `last`: a view that runs the lesson"
+    cells = [''.join(c['source']) for c in json.loads((ROOT/'nbs'/nb).read_text())['cells'] if c['cell_type'] == 'code']
+    i, j = (next(k for k, s in enumerate(cells) if text in s) for text in (first, last))
+    return '\n'.join(cells[i:j + 1]) + '\n'
+# 06a_app's five-widget app after its hidden cell chose a sunflower and clicked Classify. Voila's page does not show
+# what an Output captured while the notebook ran, so the thumbnail the callback displayed is shown by an Image widget
+APP_SMALL = lesson_cells('06a_app.ipynb', 'from fastcore.test import', 'def visitor_chooses') + """import io
+small, thumb = PILImage.create(sunflower.read_bytes()).to_thumb(256), io.BytesIO()
+small.save(thumb, format='JPEG')
+widgets.VBox([upload, btn, widgets.Image(value=thumb.getvalue(), format='jpeg', width=small.width), lbl])"""
 # In Voila's page each of the cleaner's photo boxes is a million pixels wide (one photo per screen); JupyterLab
 # shows them side by side, as this style does
 CSS = {'clean_cleaner': '.widget-box > .widget-vbox { flex: 0 0 auto !important; width: 136px !important; }'}
 VIEWS = {  # name: (code whose last line displays the widget, width of the browser window[, its height])
+    'app_small': (APP_SMALL, 400),
     'interpret_explorer': (EXPLORER + 'ex.widget', 700),
     'interpret_cell': (EXPLORER + CLICK + 'ex.widget', 900),
     'clean_cleaner': ("""from imgclf.train import demo_learner
