@@ -34,7 +34,9 @@ display(app.page())  # the app's style sheet and script, as the app notebook sho
 def lesson_cells(nb:str, first:str, last:str) -> str:
     "The code cells of lesson `nb` from the one containing `first` to the one containing `last`: a view that runs the lesson"
     cells = [''.join(c['source']) for c in json.loads((ROOT/'nbs'/nb).read_text())['cells'] if c['cell_type'] == 'code']
-    i, j = (next(k for k, s in enumerate(cells) if text in s) for text in (first, last))
+    found = [next((k for k, s in enumerate(cells) if text in s), None) for text in (first, last)]
+    if None in found: sys.exit(f'nbs/{nb}: no code cell contains {(first, last)[found.index(None)]!r}: update this view')
+    i, j = found
     return '\n'.join(cells[i:j + 1]) + '\n'
 # 06a_app's five-widget app after its hidden cell chose a sunflower and clicked Classify. Voila's page does not show
 # what an Output captured while the notebook ran, so the thumbnail the callback displayed is shown by an Image widget
